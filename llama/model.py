@@ -384,7 +384,14 @@ class Transformer(Tappable):
         return self
 
     # -- the forward pass ---------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False
+    ) -> torch.Tensor:
+        """tokens (B, T) at positions start_pos .. start_pos+T-1 -> logits (B, T, V).
+
+        last_only=True returns (B, 1, V), the next-token logits only: generation needs
+        nothing else, and the output projection is a large share of a long prefill.
+        """
         self._check_input(tokens, start_pos)
         B, T = tokens.shape
         h = self.tap("tok_embeddings", self.tok_embeddings(tokens))  # (B, T) -> (B, T, D)
@@ -392,6 +399,8 @@ class Transformer(Tappable):
         mask = causal_mask(T, start_pos, h.dtype, h.device)  # (T, S) or None
         for layer in self.layers:
             h = layer(h, start_pos, freqs_cis, mask)  # (B, T, D)
+        if last_only:
+            h = h[:, -1:]  # (B, T, D) -> (B, 1, D)
         h = self.tap("norm", self.norm(h))  # (B, T, D)
         logits = self.output(h).float()  # (B, T, D) -> (B, T, V), float32 whatever the weights
         return self.tap("logits", logits)
