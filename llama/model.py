@@ -210,9 +210,18 @@ class KVCache(nn.Module):
             old = 0 if self.k is None else self.k.shape[2]
             capacity = min(self.max_seq_len, max(end, 2 * old, 256))
             self.reserve(B, capacity, k)
-        self.k[:, :, start_pos:end] = k
-        self.v[:, :, start_pos:end] = v
+        # The cache holds values, never autograd history: a forward run with gradients
+        # (saliency) must not keep its graph alive in here after it returns.
+        self.k[:, :, start_pos:end] = k.detach()
+        self.v[:, :, start_pos:end] = v.detach()
         self.length = end
+        if k.requires_grad or v.requires_grad:
+            # Gradients must flow into this call's keys and values: pair the cached prefix
+            # with the live new ones (a copy, paid only when differentiating).
+            return (
+                torch.cat([self.k[:, :, :start_pos], k], dim=2),  # (B, KV, S, Hd)
+                torch.cat([self.v[:, :, :start_pos], v], dim=2),
+            )
         return self.k[:, :, :end], self.v[:, :, :end]  # (B, KV, S, Hd) each
 
 

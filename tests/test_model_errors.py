@@ -60,3 +60,17 @@ def test_cache_grows_past_initial_capacity():
         b = m(tokens[:, 250:], start_pos=250)  # forces the cache to grow beyond 256
     assert m.layers[0].attention.cache.k.shape[2] == 600
     assert (torch.cat([a, b], 1) - full).abs().max() <= 1e-4
+
+
+def test_cache_keeps_no_autograd_graph():
+    import copy
+
+    torch.manual_seed(0)
+    m = Transformer(ModelArgs(dim=32, n_layers=1, n_heads=4, vocab_size=50, max_seq_len=16))
+    tokens = torch.tensor([[1, 2, 3, 4]])
+    logits = m(tokens)  # parameters require grad: this forward builds a graph
+    logits[0, -1, 5].backward()
+    assert m.layers[0].attention.wk.weight.grad.abs().sum() > 0  # gradients reach the keys
+    cache = m.layers[0].attention.cache
+    assert cache.k.grad_fn is None and not cache.k.requires_grad
+    copy.deepcopy(m)  # fails if the cache still holds graph tensors
