@@ -1,0 +1,111 @@
+"""Getting intermediates for the plots: from a live model (through llama.hooks) or from an
+exported capture (llama.hooks.load_capture), into one plain dict of float32 tensors.
+
+The analysis functions take that dict, so a plot from a saved export and a plot from a
+model run are drawn by the same code from the same numbers.
+
+Residual-stream "stages": stage 0 is the token embeddings (what enters layers.0); stage
+i+1 is layers.i.resid_post (what leaves block i). Blocks keep their hook-name numbers
+(0-based) everywhere in this package, so "layer 3" always means layers.3.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+import torch
+
+from ._common import PlotError
+
+Cache = Mapping[str, torch.Tensor]
+
+
+def run_and_capture(model: torch.nn.Module, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """One forward pass; the named intermediates as float32 CPU tensors (batch kept)."""
+    # Imported here: llama.hooks is optional for the model-only plots (summary, params, ...).
+    from ..hooks import run_with_cache
+
+    if tokens.dim() == 1:
+        tokens = tokens[None]  # (T,) -> (1, T)
+    with torch.no_grad():
+        logits, cache = run_with_cache(model, tokens, names=list(names), to_cpu=True,
+                                       dtype=torch.float32)
+    out = {k: v for k, v in dict(cache).items()}
+    out.setdefault("logits", logits.detach().float().cpu())
+    return out
+
+
+def get(cache: Cache, name: str, what: str) -> torch.Tensor:
+    """cache[name] for batch element 0, or a PlotError saying what is missing."""
+    if name not in cache:
+        have = ", ".join(sorted(cache)[:6]) + (" ..." if len(cache) > 6 else "")
+        raise PlotError(
+            f"{what} needs the intermediate {name!r}, which this capture lacks "
+            f"(it has: {have or 'nothing'}). Capture it, e.g. names=['{name}'], or run "
+            "from the model instead of an export."
+        )
+    t = cache[name]
+    return t[0]  # (B, ...) -> (...): the plots show one sequence
+
+
+def n_layers_in(cache: Cache) -> int:
+    """Number of blocks a capture covers (highest layers.N index + 1)."""
+    idx = [int(m.group(1)) for k in cache if (m := re.match(r"layers\.(\d+)\.", k))]
+    return max(idx) + 1 if idx else 0
+
+
+def stage_names(n_layers: int) -> list[str]:
+    """Hook name of each residual stage: tok_embeddings, layers.0.resid_post, ..."""
+    return ["tok_embeddings"] + [f"layers.{i}.resid_post" for i in range(n_layers)]
+
+
+def stage_label(stage: int) -> str:
+    """Short axis label of a residual stage."""
+    return "embed" if stage == 0 else f"L{stage - 1}"
+
+
+def parse_stages(spec: str | Sequence[int | str] | None, n_layers: int, default: int = 6) -> list[int]:
+    """Residual stages from a user's spec: "emb,0,5,-1" (block numbers, emb = embeddings).
+
+    Returns stage indices (0 = embeddings, i+1 = after block i). None: about `default`
+    stages spread from the embeddings to the last block.
+    """
+    if spec is None:
+        if n_layers + 1 <= default:
+            return list(range(n_layers + 1))
+        picks = {round(i * n_layers / (default - 1)) for i in range(default)}
+        return sorted(picks)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    stages = []
+    for item in items:
+        s = str(item).strip().lower()
+        if s in ("emb", "embed", "embeddings", "tok_embeddings"):
+            stages.append(0)
+            continue
+        try:
+            layer = int(s)
+        except ValueError:
+            raise PlotError(
+                f"layer {item!r} is not a number: give block numbers 0..{n_layers - 1} "
+                "(negative counts from the end) or 'emb' for the embeddings, e.g. emb,0,5,-1"
+            ) from None
+        if not -n_layers <= layer < n_layers:
+            raise PlotError(
+                f"layer {layer} is out of range: this model has {n_layers} layers "
+                f"(0..{n_layers - 1}, -1 for the last, or 'emb' for the embeddings)"
+            )
+        stages.append(layer % n_layers + 1)
+    if not stages:
+        raise PlotError("no layers given: e.g. --layers emb,0,5,-1")
+    return list(dict.fromkeys(stages))  # keep order, drop repeats
+
+
+def residual_stages(cache: Cache, stages: Sequence[int], what: str) -> list[torch.Tensor]:
+    """The residual vectors (T, D) at each requested stage."""
+    names = stage_names(n_layers_in(cache))
+    return [get(cache, names[s], what) for s in stages]
+
+
+__all__ = ["run_and_capture", "get", "n_layers_in", "stage_names", "stage_label",
+           "parse_stages", "residual_stages"]

@@ -1,0 +1,172 @@
+"""pca: token vectors projected to 2-D or 3-D, at chosen points of the residual stream.
+
+Two views:
+- grid: one PCA per stage (embeddings, after block i, ...): how the tokens of the prompt
+  spread out at that depth. Each panel's axes say how much variance they explain.
+- trajectory: one PCA fitted on all stages together, with each token's path drawn from the
+  embeddings to the last stage. Residual norms grow a lot with depth, so for this view each
+  vector is first divided by its root-mean-square (what the next RMSNorm does, before its
+  weight): otherwise the last layers alone would decide the axes.
+
+PCA here is the plain textbook kind: centre the (N, D) points, take the SVD, project on the
+top right-singular vectors; explained_variance_ratio = s_k^2 / sum(s^2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ._capture import Cache, residual_stages, stage_label
+from ._common import Figure, PlotError, Tokens, new_figure, token_fontsize
+
+
+@dataclass
+class PCA:
+    coords: np.ndarray  # (N, k) the points in the top-k principal axes
+    explained_variance_ratio: np.ndarray  # (k,) share of the total variance per axis
+    components: np.ndarray  # (k, D) the axes (unit vectors)
+    mean: np.ndarray  # (D,)
+
+
+def pca(x: torch.Tensor | np.ndarray, k: int = 2) -> PCA:
+    """Top-k principal components of the rows of x (N, D)."""
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))  # small (tokens x width): float64 is cheap
+    if x.dim() != 2:
+        raise PlotError(f"pca needs a (points, features) matrix, got shape {tuple(x.shape)}")
+    n, d = x.shape
+    if n < 2:
+        raise PlotError("pca needs at least 2 tokens (the prompt has fewer)")
+    k = min(k, n, d)
+    mean = x.mean(0)
+    _u, s, vh = torch.linalg.svd(x - mean, full_matrices=False)  # centred = U S Vh
+    total = float((s**2).sum())
+    ratio = (s[:k] ** 2 / total).numpy() if total > 0 else np.zeros(k)
+    coords = ((x - mean) @ vh[:k].T).numpy()  # (N, D) @ (D, k) -> (N, k)
+    return PCA(coords, ratio, vh[:k].numpy(), mean.numpy())
+
+
+@dataclass
+class PCAResult:
+    view: str  # "grid" or "trajectory"
+    stages: list[int]  # 0 = embeddings, i + 1 = after block i
+    positions: list[int]  # token positions included
+    per_stage: list[PCA]  # grid: one PCA per stage; trajectory: one shared PCA ...
+    coords: list[np.ndarray]  # ... and here each stage's (T, k) points either way
+    dims: int
+
+
+def pca_stages(
+    cache: Cache,
+    stages: Sequence[int],
+    dims: int = 2,
+    view: str = "grid",
+    skip_first: bool = False,
+) -> PCAResult:
+    """PCA of the residual vectors at `stages` (see _capture.parse_stages)."""
+    if dims not in (2, 3):
+        raise PlotError(f"dims must be 2 or 3, got {dims}")
+    if view not in ("grid", "trajectory"):
+        raise PlotError(f"pca view must be 'grid' or 'trajectory', got {view!r}")
+    vecs = residual_stages(cache, stages, "pca")  # each (T, D)
+    T = vecs[0].shape[0]
+    positions = list(range(1 if skip_first else 0, T))
+    if len(positions) < 2:
+        raise PlotError(f"pca needs at least 2 tokens, the prompt has {len(positions)} to show")
+    vecs = [v[positions].double() for v in vecs]
+    if view == "grid":
+        fits = [pca(v, dims) for v in vecs]
+        return PCAResult(view, list(stages), positions, fits, [f.coords for f in fits], dims)
+    # Trajectory: RMS-normalise each vector, fit once on all of them, split back per stage.
+    normed = [v / v.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12) for v in vecs]
+    fit = pca(torch.cat(normed), dims)
+    n = len(positions)
+    coords = [fit.coords[i * n : (i + 1) * n] for i in range(len(stages))]
+    return PCAResult(view, list(stages), positions, [fit], coords, dims)
+
+
+def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
+    labels = [tokens.labels[p] for p in r.positions]
+    n = len(labels)
+    colors = _token_colors(n)
+    proj = "3d" if r.dims == 3 else None
+    fs = max(6.5, token_fontsize(n))
+    if r.view == "grid":
+        cols = min(3, len(r.stages))
+        rows = -(-len(r.stages) // cols)
+        fig = new_figure(5.2 * cols, 4.6 * rows)
+        for idx, (stage, fit) in enumerate(zip(r.stages, r.per_stage)):
+            ax = fig.add_subplot(rows, cols, idx + 1, projection=proj)
+            _scatter(ax, fit.coords, labels, colors, fs)
+            ev = fit.explained_variance_ratio
+            where = "embeddings" if stage == 0 else f"after layers.{stage - 1}"
+            ax.set_title(f"{where}  (PC1+PC2{'+PC3' if r.dims == 3 else ''} explain "
+                         f"{100 * ev.sum():.0f}%)", fontsize=10)
+            ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}%)")
+            ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}%)" if len(ev) > 1 else "")
+            if r.dims == 3 and len(ev) > 2:
+                ax.set_zlabel(f"PC3 ({100 * ev[2]:.0f}%)")
+        skipped = "  (first token left out)" if r.positions[0] == 1 else ""
+        fig.suptitle(f"{name}: prompt tokens in the top principal components of the residual "
+                     f"stream, one PCA per layer{skipped}", fontsize=12)
+        return fig
+
+    # Trajectory: one axis, each token a path of points from the embeddings to the end.
+    fig = new_figure(11, 8.5)
+    ax = fig.add_subplot(projection=proj)
+    fit = r.per_stage[0]
+    for j in range(n):
+        path = np.stack([c[j] for c in r.coords])  # (stages, k)
+        ax.plot(*path.T, "-", color=colors[j], alpha=0.55, lw=1.2)
+        ax.scatter(*path.T, color=colors[j], s=6, alpha=0.6)  # one dot per stage
+        ax.scatter(*path[0], color=colors[j], marker="o", s=30, edgecolor="k", lw=0.4)  # start
+        ax.scatter(*path[-1], color=colors[j], marker="*", s=110, edgecolor="k", lw=0.4)
+        ax.text(*path[-1], " " + labels[j], fontsize=fs, color=colors[j])
+    # Stage names along the last token's path, so the reader can tell depth apart.
+    step = max(1, len(r.stages) // 10)
+    for idx in range(step, len(r.stages) - 1, step):
+        ax.text(*r.coords[idx][-1], stage_label(r.stages[idx]), fontsize=8, color="#222222",
+                ha="center", va="center",
+                bbox=dict(boxstyle="round,pad=0.12", fc="white", ec=colors[-1], alpha=0.85))
+    ev = fit.explained_variance_ratio
+    ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}%)")
+    ax.set_ylabel(f"PC2 ({100 * ev[1]:.0f}%)")
+    if r.dims == 3:
+        ax.set_zlabel(f"PC3 ({100 * ev[2]:.0f}%)")
+    ax.grid(alpha=0.3)
+    stages = ", ".join(stage_label(s) for s in r.stages)
+    if len(r.stages) > 8:
+        stages = f"{stage_label(r.stages[0])} … {stage_label(r.stages[-1])}, {len(r.stages)} in all"
+    fig.suptitle(
+        f"{name}: each token's path through the layers ({stages})\n"
+        f"● = embeddings, ★ = last stage; boxes name the stages along the path of the last token "
+        f"“{labels[-1]}”\nvectors RMS-normalised, one PCA fitted on all stages together",
+        fontsize=11,
+    )
+    return fig
+
+
+def _token_colors(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis" if n > 10 else "tab10"]
+    return [cmap(i / max(1, n - 1)) if n > 10 else cmap(i) for i in range(n)]
+
+
+def _scatter(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float) -> None:
+    pts = coords if coords.shape[1] >= 2 else np.pad(coords, ((0, 0), (0, 1)))
+    if pts.shape[1] == 3:
+        ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colors, s=30)
+        for p, lab in zip(pts, labels):
+            ax.text(p[0], p[1], p[2], " " + lab, fontsize=fs)
+        return
+    ax.scatter(pts[:, 0], pts[:, 1], c=colors, s=30, zorder=3)
+    for p, lab in zip(pts, labels):
+        ax.annotate(lab, (p[0], p[1]), xytext=(3, 3), textcoords="offset points", fontsize=fs)
+    ax.grid(alpha=0.3)
+
+
+__all__ = ["PCA", "pca", "PCAResult", "pca_stages", "plot_pca"]
