@@ -6,7 +6,8 @@ a `read(name, dtype)` function that produces one tensor at a time, already in Me
 Nothing is read from disk before `read` is called, so the loader can check names, shapes
 and memory first and refuse early:
 
-    1. build the Transformer on the meta device (no memory, no random init),
+    1. build the Transformer with its weight matrices on the meta device (no memory, no
+       random init; see `_weights_on_meta`),
     2. compare its parameter names and shapes with the checkpoint's (strict),
     3. estimate the bytes the requested dtype needs and compare with what is available,
     4. read the tensors one by one (memory-mapped where the file's bytes can be used as
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from llama.config import ModelArgs
 from llama.model import Transformer
@@ -231,6 +233,40 @@ def rebuild_rope(model: Transformer, device: torch.device) -> None:
     model.register_buffer("freqs_cis", table, persistent=False)
 
 
+class _weights_on_meta(TorchFunctionMode):
+    """Build a model whose large parameters have shapes but no storage, without running
+    any random initialisation (the checkpoint overwrites every parameter anyway).
+
+    Inside `with _weights_on_meta():`
+      * torch.empty(...) makes a meta tensor. nn.Linear and nn.Embedding allocate their
+        weights with it, and its values are undefined anyway, so nothing is lost.
+      * torch.nn.init's functions (and Tensor.normal_/uniform_) return their tensor as is.
+
+    Why not simply `with torch.device("meta")`? Then *every* tensor operation of the
+    constructor runs on the meta device, and some of them (normal_ for nn.Embedding, the
+    divisions that build the RoPE table) have meta kernels written in Python that import
+    torch._dynamo on first use: about 3 seconds, a large share of loading a small model.
+    Here the small tensors (RMSNorm's ones, the RoPE table) are computed on the CPU as
+    usual; the parameters are replaced by the checkpoint's and the table is rebuilt.
+    """
+
+    _SKIP = frozenset(
+        {
+            *(getattr(torch.nn.init, n) for n in dir(torch.nn.init) if n.endswith("_") and not n.startswith("_")),
+            torch.Tensor.normal_,
+            torch.Tensor.uniform_,
+        }
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self._SKIP:
+            return args[0] if args else kwargs["tensor"]  # the tensor, left uninitialised
+        if func is torch.empty:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
 def build_model(
     ckpt: Checkpoint,
     dtype: torch.dtype | None,
@@ -239,8 +275,8 @@ def build_model(
 ) -> Transformer:
     """Checkpoint -> eval-mode Transformer, following the steps in the module docstring."""
     dtype = ckpt.native_dtype if dtype is None else dtype
-    with torch.device("meta"):
-        model = Transformer(ckpt.args)  # parameters with shapes but no storage
+    with _weights_on_meta():
+        model = Transformer(ckpt.args)  # weight matrices with shapes but no storage
     names = check_state(model, ckpt)
     if check_mem:
         check_memory(model, dtype, device)

@@ -24,11 +24,20 @@ Two traps:
     keep Hugging Face's order and are reordered here like an HF checkpoint.
 
 Quantised tensors (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, ...) are dequantised with
-gguf.quants.dequantize to float32, one tensor at a time.
+gguf.quants.dequantize to float32, one tensor at a time; F32/F16/BF16 tensors are views
+of the memory-mapped file.
+
+The container (metadata, tensor table, where the data starts) is parsed by
+tokenizer.gguf_meta, which the tokenizer uses for the vocabulary: the GGUF format is the
+same for both, so it is written once. (weights imports that module; tokenizer never
+imports weights.) We do not use gguf.GGUFReader for it: it turns every element of the
+49k-token vocabulary into a numpy view and takes many seconds per file. The gguf package
+still supplies what each ggml type means: block sizes and dequantisation.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,7 @@ import numpy as np
 import torch
 
 from llama.config import ConfigError, ModelArgs
+from tokenizer.gguf_meta import read_gguf
 
 from .checkpoint import Checkpoint
 from .convert import _qk_heads, hf_to_meta_tensor
@@ -80,26 +90,83 @@ def gguf_to_meta_name(name: str) -> str | None:
     return None
 
 
-def _reader(path: Path):
-    import gguf
+def _damaged(path: Path, why: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f"{path} starts like a GGUF file but cannot be read ({why}). "
+        "It is probably truncated or damaged: download it again."
+    )
 
-    try:
+
+class _TensorData:
+    """The GGUF tensor table plus the file, memory-mapped: raw bytes of one tensor at a time."""
+
+    def __init__(self, path: Path):
+        import gguf
+
+        try:
+            self.file = read_gguf(path, strings=False)  # the vocabulary is not needed here
+        except ValueError as e:
+            raise _damaged(path, str(e).removeprefix(f"{path}: ")) from None
+        self.path = path
+        self.infos = {t.name: t for t in self.file.tensors}
+        self.types: dict[str, Any] = {}  # name -> gguf.GGMLQuantizationType
+        self.nbytes: dict[str, int] = {}
+        data_size = self.file.file_size - self.file.data_offset
+        # Check every tensor's byte range now, so a truncated file fails before loading.
+        for t in self.file.tensors:
+            try:
+                qtype = gguf.GGMLQuantizationType(t.ggml_type)
+                block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+            except (ValueError, KeyError):
+                raise CheckpointError(
+                    f"{path}: tensor {t.name} has ggml type {t.ggml_type}, which the installed "
+                    "gguf package does not know (a newer quantisation? try upgrading gguf)."
+                ) from None
+            if not t.dims or t.dims[0] % block_size:
+                raise _damaged(path, f"tensor {t.name} has dims {t.dims}, not whole {qtype.name} blocks")
+            self.types[t.name] = qtype
+            self.nbytes[t.name] = t.n_elements // block_size * type_size
+            if t.offset + self.nbytes[t.name] > data_size:
+                raise _damaged(
+                    path,
+                    f"tensor {t.name} needs bytes up to {self.file.data_offset + t.offset + self.nbytes[t.name]} "
+                    f"but the file has {self.file.file_size}",
+                )
         # mode "c": a copy-on-write memory map, so arrays are writable for torch while the
         # file is never modified.
-        return gguf.GGUFReader(path, "c")
-    except Exception as e:  # noqa: BLE001 - gguf raises many kinds of errors on bad files
-        raise CorruptCheckpointError(
-            f"{path} starts like a GGUF file but cannot be read ({type(e).__name__}: {e}). "
-            "It is probably truncated or damaged: download it again."
-        ) from None
+        # (.view(np.ndarray): plain arrays; numpy.memmap slices carry per-slice overhead.)
+        self.map = np.memmap(path, dtype=np.uint8, mode="c").view(np.ndarray) if self.file.tensors else None
 
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's bytes as a flat uint8 view of the mapped file (nothing copied)."""
+        start = self.file.data_offset + self.infos[name].offset
+        return self.map[start : start + self.nbytes[name]]
 
-def _field(reader, key: str, default: Any = None) -> Any:
-    f = reader.get_field(key)
-    if f is None:
-        return default
-    value = f.contents()
-    return value
+    def numpy(self, name: str) -> np.ndarray:
+        """The tensor as numpy, in (rows, cols) order: a view for F32/F16/BF16 (BF16 as raw
+        uint16, since numpy has no bfloat16), otherwise dequantised to float32."""
+        import gguf
+        from gguf import GGMLQuantizationType as Q
+
+        qtype, shape, raw = self.types[name], self.infos[name].shape, self.raw(name)
+        if qtype in (Q.F32, Q.F16, Q.BF16):
+            dtype = {Q.F32: np.float32, Q.F16: np.float16, Q.BF16: np.uint16}[qtype]
+            return raw.view(dtype).reshape(shape)
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        n_blocks = raw.size // type_size
+        # Blocks dequantise independently, so we may hand gguf any grouping of whole blocks.
+        # gguf works through 16 rows per Python-level step; "rows" of up to 4096 blocks
+        # (at most ~2M values per step) instead of one matrix row each make that loop much
+        # shorter (SmolLM2-135M Q4_1: ~0.7 s instead of ~2-3 s).
+        per_row = math.gcd(n_blocks, 4096)
+        try:
+            values = gguf.quants.dequantize(raw.reshape(n_blocks // per_row, per_row * type_size), qtype)
+        except NotImplementedError:
+            raise CheckpointError(
+                f"{self.path}: tensor {name} is stored as {qtype.name}, which the gguf "
+                "package cannot dequantise."
+            ) from None
+        return values.reshape(shape)
 
 
 def rope_scaling_from_freqs(freqs: np.ndarray, args_base: dict[str, Any], head_dim: int) -> dict[str, Any]:
@@ -128,28 +195,25 @@ def rope_scaling_from_freqs(freqs: np.ndarray, args_base: dict[str, Any], head_d
 
 
 def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
-    import gguf
     from gguf import GGMLQuantizationType as Q
 
-    reader = _reader(path)
-    arch = _field(reader, "general.architecture")
+    data = _TensorData(path)
+    metadata = data.file.metadata
+    arch = metadata.get("general.architecture")
     if arch not in ARCHITECTURES:
         raise CheckpointError(
             f"{path} is a GGUF model of architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}."
         )
 
     def meta(key: str, default: Any = None, required: bool = False) -> Any:
-        value = _field(reader, f"{arch}.{key}", default)
+        value = metadata.get(f"{arch}.{key}", default)
         if value is None and required:
             raise CorruptCheckpointError(f"{path} lacks the GGUF metadata key {arch}.{key}")
         return value
 
-    tensors = {t.name: t for t in reader.tensors}
+    tensors = data.infos  # GGUF name -> GGUFTensorInfo
     if "token_embd.weight" not in tensors:
         raise CorruptCheckpointError(f"{path} has no token_embd.weight tensor: not a language model?")
-
-    def np_shape(t) -> tuple[int, ...]:
-        return tuple(int(d) for d in reversed(t.shape.tolist()))  # ggml order -> (rows, cols)
 
     dim = int(meta("embedding_length", required=True))
     n_heads = int(meta("attention.head_count", required=True))
@@ -173,7 +237,7 @@ def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
         n_heads=n_heads,
         n_kv_heads=int(meta("attention.head_count_kv", n_heads)),
         # The embedding matrix, not the metadata, says how many rows the vocabulary has.
-        vocab_size=np_shape(tensors["token_embd.weight"])[0],
+        vocab_size=tensors["token_embd.weight"].shape[0],
         ffn_hidden_dim=int(meta("feed_forward_length", required=True)),
         norm_eps=float(meta("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=float(meta("rope.freq_base", 10000.0)),
@@ -182,8 +246,8 @@ def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
         attention_bias=arch == "qwen2",
     )
     if "rope_freqs.weight" in tensors:
-        freqs = gguf.quants.dequantize(tensors["rope_freqs.weight"].data, tensors["rope_freqs.weight"].tensor_type)
-        fields.update(rope_scaling_from_freqs(np.asarray(freqs).reshape(-1), fields, head_dim))
+        freqs = data.numpy("rope_freqs.weight").astype(np.float32).reshape(-1)
+        fields.update(rope_scaling_from_freqs(freqs, fields, head_dim))
     fields.update(overrides)
     try:
         args = ModelArgs(**fields)
@@ -195,34 +259,22 @@ def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
         if name == "rope_freqs.weight":
             continue  # turned into args above
         names[gguf_to_meta_name(name) or name] = name
-    shapes = {m: np_shape(tensors[g]) for m, g in names.items()}
+    shapes = {m: tensors[g].shape for m, g in names.items()}
 
-    matrix_types = {tensors[g].tensor_type for g in names.values() if len(tensors[g].shape) > 1}
+    matrix_types = {data.types[g] for g in names.values() if len(tensors[g].dims) > 1}
     native = {frozenset({Q.F16}): torch.float16, frozenset({Q.BF16}): torch.bfloat16}.get(
         frozenset(matrix_types), torch.float32
     )
     rotate_half = arch in ROTATE_HALF
 
     def read(meta_name: str, dtype: torch.dtype) -> torch.Tensor:
-        t = tensors[names[meta_name]]
-        shape = shapes[meta_name]
-        if t.tensor_type in (Q.F32, Q.F16):
-            tensor = torch.from_numpy(t.data).reshape(shape)  # a view of the mapped file
-        elif t.tensor_type == Q.BF16:
-            # numpy has no bfloat16: the package hands out raw bytes, which torch can view.
-            tensor = torch.from_numpy(t.data).view(torch.bfloat16).reshape(shape)
-        else:
-            try:
-                values = gguf.quants.dequantize(t.data, t.tensor_type)
-            except NotImplementedError:
-                raise CheckpointError(
-                    f"{path}: tensor {t.name} is stored as {t.tensor_type.name}, which the gguf "
-                    "package cannot dequantise."
-                ) from None
-            tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).reshape(shape)
+        name = names[meta_name]
+        tensor = torch.from_numpy(data.numpy(name))  # shares memory: the map or the dequantised copy
+        if data.types[name] == Q.BF16:
+            tensor = tensor.view(torch.bfloat16)  # the raw uint16 bits, reinterpreted
         if rotate_half and _qk_heads(meta_name, args) is not None:
             tensor = hf_to_meta_tensor(meta_name, tensor, args)  # rotate-half -> interleaved
-        return tensor.to(dtype)
+        return tensor.to(dtype)  # no copy when the dtype already matches
 
     return Checkpoint(
         format="gguf",
