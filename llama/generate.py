@@ -269,7 +269,7 @@ class CachedContext:
         device = self.model.tok_embeddings.weight.device
         new = torch.tensor([ids[start:]], dtype=torch.long, device=device)  # (1, T)
         with torch.no_grad():
-            logits = self.model(new, start_pos=start)  # (1, T, V)
+            logits = self.model(new, start_pos=start, last_only=True)  # (1, 1, V)
         self.ids = ids
         return logits[0, -1]  # (V,)
 

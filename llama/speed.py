@@ -1,18 +1,21 @@
-"""Running the same model faster: settings and memory layouts, not a second model.
+"""Running the same model faster: settings and kernels, not a second model.
 
-Nothing here changes what llama/model.py computes or how it reads; these functions change
-how tensors are laid out in memory and how torch is configured, and tests/test_speed.py
-checks that the logits stay equal.
+Nothing here changes what llama/model.py computes or how it reads: the modules, parameter
+names and state dict stay the same, and tests/test_speed.py checks the logits against
+transformers with the fast kernels on. docs/PERFORMANCE.md has the measurements, and
+scripts/bench.py the command that takes them.
 
-Why the weight layout matters (measured on this project's 2-core CPU box, see
-docs/PERFORMANCE.md): decoding one token multiplies a (1, D) row by every weight matrix,
-so its speed is how fast the weights stream from memory. For float32, torch's CPU
-matrix-vector product reads a weight stored input-major ("column-major": weight.t() is
-contiguous) at close to the machine's memory bandwidth, but the usual output-major
-nn.Linear layout at about half of it for large matrices such as the (V, D) output
-projection. `decode_layout(model)` re-stores float32 weights input-major: same shapes, same
-values, same module code, only the strides differ. bfloat16 matrix-vector products are the
-other way round on CPU (input-major is many times slower), so they are left alone.
+Decoding one token multiplies a single (1, D) row by every weight matrix, so a token
+costs the time it takes to stream all the weights from memory once. For float32 weights
+on this project's CPU box, `F.linear` on one row goes to a matrix-vector kernel that
+reads the weights at about 10 GB/s, a fraction of the machine's read bandwidth. The same
+product written as a batched product -- the weight's rows split into two halves, each
+half times the same column -- goes to another kernel that reads at 22-46 GB/s and gives
+each half its own thread. For a prefill (many rows), torch's oneDNN matrix product is
+about 1.25x faster here than the default BLAS one. Same multiply-adds on the same weights
+in the same memory; results equal to float32 rounding (sums taken in another order).
+
+bfloat16 is left alone: `F.linear` already goes to oneDNN, and the batched form is slower.
 """
 
 from __future__ import annotations
@@ -20,34 +23,82 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
-def _input_major(weight: torch.Tensor) -> torch.Tensor:
-    """The same (out, in) matrix stored so that weight.t() is contiguous."""
-    return weight.detach().t().contiguous().t()
+def _onednn_linear_op():
+    """torch's oneDNN (mkldnn) linear, or None where this torch build lacks it."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        if not torch.backends.mkldnn.is_available():
+            return None
+        probe = torch.ones(2, 3)
+        if not torch.equal(op(probe, torch.ones(4, 3), None, "none", [], ""), torch.full((2, 4), 3.0)):
+            return None
+        return op
+    except (AttributeError, RuntimeError):
+        return None
 
 
-def decode_layout(model: nn.Module) -> nn.Module:
-    """Re-store the float32 CPU Linear weights input-major, in place, one at a time.
+class FastLinear(nn.Linear):
+    """nn.Linear that picks a faster CPU kernel for the same float32 product.
 
-    Peak extra memory is one weight matrix. A tied output/embedding matrix is re-stored
-    once and shared again (the embedding lookup of a few rows does not care about the
-    layout). Returns the model.
+    One row (a decode step): the weight's rows are split into two halves and multiplied
+    by the same column as a batched product (torch.bmm). Several rows (a prefill): torch's
+    oneDNN matrix product instead of the default BLAS one. Whenever autograd needs the
+    product (saliency, gradients), or oneDNN is missing, it is the plain F.linear.
+    `use_fast_kernels` turns a model's float32 CPU nn.Linear modules into this class in
+    place: same parameters, same names, same state dict.
     """
-    done: dict[int, nn.Parameter] = {}  # id(original parameter) -> its re-stored twin
+
+    _onednn = None  # set by use_fast_kernels: torch.ops.mkldnn._linear_pointwise or None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return F.linear(x, self.weight, self.bias)
+        out_features, in_features = self.weight.shape
+        if x.numel() == in_features and out_features % 2 == 0:
+            return self._one_row(x)
+        if self._onednn is not None and x.dtype == torch.float32:
+            return self._onednn(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+    def _one_row(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) holding one row
+        out_features, in_features = self.weight.shape
+        # (out, in) -> (2, out/2, in): the top and bottom halves of the weight's rows.
+        halves = self.weight.view(2, out_features // 2, in_features)
+        # The row as a column, (1, 1, in) -> (1, in, 1) by a transpose (not a reshape), then
+        # shared by both halves: (2, in, 1), no copy. The transpose matters: a column with
+        # this stride pattern goes to the fast batched kernel, a reshaped one to a slow one.
+        column = x.reshape(1, 1, in_features).mT.expand(2, in_features, 1)
+        y = torch.bmm(halves, column)  # (2, out/2, 1): each half times the same column
+        y = y.reshape(*x.shape[:-1], out_features)  # (..., 1, in) -> (..., 1, out)
+        return y if self.bias is None else y + self.bias
+
+
+def use_fast_kernels(model: nn.Module) -> nn.Module:
+    """Run a float32 CPU model's linear layers on the faster kernels of FastLinear.
+
+    Swaps the class of each float32 CPU nn.Linear to FastLinear, in place: no weight is
+    copied, moved or re-laid-out, a tied output/embedding matrix stays one parameter, and
+    `use_standard_kernels(model)` undoes it. Other dtypes and devices are left as they
+    are (for bfloat16, F.linear is already torch's fastest CPU kernel here). Returns the
+    model.
+    """
+    FastLinear._onednn = _onednn_linear_op()
     for module in model.modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        w = module.weight
-        if w.dtype != torch.float32 or w.device.type != "cpu" or w.dim() != 2:
-            continue
-        if id(w) not in done:
-            done[id(w)] = nn.Parameter(_input_major(w), requires_grad=w.requires_grad)
-        module.weight = done[id(w)]
-    embeddings = getattr(model, "tok_embeddings", None)
-    if embeddings is not None and id(embeddings.weight) in done:
-        embeddings.weight = done[id(embeddings.weight)]  # keep the tie
+        w = getattr(module, "weight", None)
+        if type(module) is nn.Linear and w.dtype == torch.float32 and w.device.type == "cpu":
+            module.__class__ = FastLinear
+    return model
+
+
+def use_standard_kernels(model: nn.Module) -> nn.Module:
+    """Undo use_fast_kernels: every FastLinear becomes a plain nn.Linear again."""
+    for module in model.modules():
+        if type(module) is FastLinear:
+            module.__class__ = nn.Linear
     return model
 
 
@@ -62,4 +113,4 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-__all__ = ["decode_layout", "set_threads"]
+__all__ = ["FastLinear", "use_fast_kernels", "use_standard_kernels", "set_threads"]

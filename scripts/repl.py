@@ -779,6 +779,7 @@ def _describe(e: Exception) -> str:
 
 def load(args: argparse.Namespace):
     """(model, tokenizer, path) for the command line, or ReplError with what went wrong."""
+    from llama.speed import use_fast_kernels
     from tokenizer import load_tokenizer
     from weights import default_model_path, load_model
 
@@ -796,6 +797,7 @@ def load(args: argparse.Namespace):
     try:
         overrides = {} if args.max_seq_len is None else {"max_seq_len": args.max_seq_len}
         model = load_model(path, dtype=dtype, device=str(device), **overrides)
+        use_fast_kernels(model)  # float32 on CPU: faster kernels, same results to rounding
     except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways; say which
         raise ReplError(f"could not load the model from {path}: {_describe(e)}") from None
     try:
