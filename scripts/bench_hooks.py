@@ -140,6 +140,8 @@ def main(argv=None) -> None:
     p.add_argument("--decode", type=int, default=32, help="single-token steps per round")
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--fast-kernels", action="store_true",
+                   help="run both models with llama.speed.use_fast_kernels (as llama-repl does)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -147,7 +149,15 @@ def main(argv=None) -> None:
     hooked, label = load(args)
     stripped_module, removed = model_module_without_taps()
     baseline = stripped_module.Transformer(hooked.args).eval()
-    baseline.load_state_dict(hooked.state_dict(), strict=True)
+    # The very same weight tensors (assign=True): both models read the same memory, so a
+    # difference in where the pages happen to lie cannot pose as the cost of the taps.
+    baseline.load_state_dict(hooked.state_dict(), strict=True, assign=True)
+    if args.fast_kernels:
+        from llama.speed import use_fast_kernels
+
+        use_fast_kernels(hooked)
+        use_fast_kernels(baseline)
+        label += ", fast kernels"
 
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, hooked.args.vocab_size, (1, args.prefill), generator=gen)

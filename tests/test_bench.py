@@ -1,0 +1,46 @@
+"""llama-bench on a tiny checkpoint: the numbers it reports hang together."""
+
+import json
+
+import pytest
+
+from scripts import bench
+from tiny_models import tiny_hf_model
+
+
+def test_bench_side_by_side_on_a_tiny_hf_folder(tmp_path, capsys):
+    hf = tiny_hf_model("llama32")
+    hf.save_pretrained(tmp_path / "model")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--model", str(tmp_path / "model"), "--repeats", "2", "--json", str(out), "--compare-kernels"]) == 0
+    r = json.loads(out.read_text())
+    table = capsys.readouterr().out
+    assert "ours / transformers" in table and "roofline" in table
+
+    for name in ("ours", "ours_plain", "transformers"):
+        x = r[name]
+        assert x["load"]["load_s"] > 0 and x["load"]["peak_rss_bytes"] > 0
+        assert len(x["prefill_samples"]) == len(x["decode_samples"]) == 2
+        assert x["prefill_tok_s"] > 0 and x["decode_tok_s"] > 0
+    # The ratios and the roofline are what they say they are.
+    assert r["ratios"]["decode"] == pytest.approx(r["ours"]["decode_tok_s"] / r["transformers"]["decode_tok_s"])
+    assert r["ratios"]["prefill"] == pytest.approx(r["ours"]["prefill_tok_s"] / r["transformers"]["prefill_tok_s"])
+    n_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())  # tied: counted once
+    assert r["weight_bytes_per_token"] == n_bytes
+    assert r["read_bandwidth_gb_s"] == max(r["read_bandwidth_samples_gb_s"])
+    assert r["roofline_decode_tok_s"] == pytest.approx(r["read_bandwidth_gb_s"] * 1e9 / n_bytes)
+    assert r["ours"]["share_of_roofline"] == pytest.approx(r["ours"]["decode_tok_s"] / r["roofline_decode_tok_s"])
+
+
+def test_bench_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", str(tmp_path / "missing")])
+    assert e.value.code == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", str(tmp_path / "junk"), "--no-transformers", "--repeats", "1"])
+    assert e.value.code == 2
+    assert "could not benchmark" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--repeats", "0"])
