@@ -23,7 +23,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 repl: $(VENV)/.installed
-	$(VENV)/bin/llama-repl
+	@$(VENV)/bin/llama-repl
 
 clean:
 	rm -rf $(VENV)
