@@ -39,6 +39,13 @@ def best_seconds(fn, passes: int = 5) -> float:
     return best
 
 
+def _run(layers: list[nn.Linear], x: torch.Tensor, plain: bool):
+    """One pass over all the matrices: F.linear itself, or each module's own forward."""
+    if plain:
+        return lambda: [F.linear(x, layer.weight) for layer in layers]
+    return lambda: [layer(x) for layer in layers]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=None, help="default: every core")
@@ -64,17 +71,12 @@ def main(argv: list[str] | None = None) -> None:
                 one, many = torch.randn(1, 1, in_f, dtype=dtype), torch.randn(1, 256, in_f, dtype=dtype)
                 flops = 2 * 256 * in_f * out_f * count
 
-                def run(inp, plain):
-                    if plain:
-                        return lambda: [F.linear(inp, l.weight) for l in layers]
-                    return lambda: [l(inp) for l in layers]
-
-                plain_row = n_bytes / best_seconds(run(one, True)) / 1e9
-                plain_many = flops / best_seconds(run(many, True)) / 1e9
+                plain_row = n_bytes / best_seconds(_run(layers, one, plain=True)) / 1e9
+                plain_many = flops / best_seconds(_run(layers, many, plain=True)) / 1e9
                 for layer in layers:
                     use_fast_kernels(layer)
-                fast_row = n_bytes / best_seconds(run(one, False)) / 1e9
-                fast_many = flops / best_seconds(run(many, False)) / 1e9
+                fast_row = n_bytes / best_seconds(_run(layers, one, plain=False)) / 1e9
+                fast_many = flops / best_seconds(_run(layers, many, plain=False)) / 1e9
                 shape = f"{out_f}x{in_f}"
                 dname = str(dtype).removeprefix("torch.")
                 print(f"{dname:<9}{name:<8}{shape:>13}  {plain_row:>11.1f}{fast_row:>13.1f}  "

