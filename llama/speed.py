@@ -55,12 +55,14 @@ class FastLinear(nn.Linear):
     _onednn = None  # set by use_fast_kernels: torch.ops.mkldnn._linear_pointwise or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        if x.device.type != "cpu" or (
+            torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        ):  # moved to another device since, or autograd needs the product
             return F.linear(x, self.weight, self.bias)
         out_features, in_features = self.weight.shape
         if x.numel() == in_features and out_features % 2 == 0:
             return self._one_row(x)
-        if self._onednn is not None and x.dtype == torch.float32:
+        if self._onednn is not None and x.dtype == self.weight.dtype == torch.float32:
             return self._onednn(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
 

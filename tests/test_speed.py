@@ -86,6 +86,19 @@ def test_gradients_take_the_plain_path():
     assert (fast - plain).abs().max() <= 1e-6
 
 
+def test_a_model_converted_afterwards_still_computes_the_same():
+    """use_fast_kernels, then .to(bfloat16): the swapped class must not break or change it."""
+    model = ours_from_hf(tiny_hf_model("llama2"))
+    tokens = torch.randint(0, model.args.vocab_size, (1, 16), generator=torch.Generator().manual_seed(3))
+    use_fast_kernels(model).to(torch.bfloat16)
+    with torch.no_grad():
+        fast = _prefill_then_decode(model, tokens, 8)
+        use_standard_kernels(model)
+        plain = _prefill_then_decode(model, tokens, 8)
+    assert torch.equal(fast.argmax(-1), plain.argmax(-1))
+    assert (fast - plain).abs().max() <= 0.05 * plain.abs().max()  # bfloat16 rounding
+
+
 def test_fast_kernels_leave_bfloat16_alone():
     model = Transformer(ModelArgs(dim=32, n_layers=1, n_heads=4, vocab_size=40)).to(torch.bfloat16)
     use_fast_kernels(model)
