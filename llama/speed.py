@@ -10,10 +10,11 @@ costs the time it takes to stream all the weights from memory once. For float32 
 on this project's CPU box, `F.linear` on one row goes to a matrix-vector kernel that
 reads the weights at about 10 GB/s, a fraction of the machine's read bandwidth. The same
 product written as a batched product -- the weight's rows split into two halves, each
-half times the same column -- goes to another kernel that reads at 22-46 GB/s and gives
+half times the same column -- goes to another kernel that reads at 17-39 GB/s and gives
 each half its own thread. For a prefill (many rows), torch's oneDNN matrix product is
-about 1.25x faster here than the default BLAS one. Same multiply-adds on the same weights
-in the same memory; results equal to float32 rounding (sums taken in another order).
+1.2-1.55x faster here than the default BLAS one on all but the smallest matrices. Same
+multiply-adds on the same weights in the same memory; results equal to float32 rounding
+(sums taken in another order).
 
 bfloat16 is left alone: `F.linear` already goes to oneDNN, and the batched form is slower.
 """
@@ -85,8 +86,9 @@ def use_fast_kernels(model: nn.Module) -> nn.Module:
     Swaps the class of each float32 CPU nn.Linear to FastLinear, in place: no weight is
     copied, moved or re-laid-out, a tied output/embedding matrix stays one parameter, and
     `use_standard_kernels(model)` undoes it. Other dtypes and devices are left as they
-    are (for bfloat16, F.linear is already torch's fastest CPU kernel here). Returns the
-    model.
+    are (for bfloat16, F.linear is already torch's fastest CPU kernel here). The fast
+    kernels run under torch.no_grad() or torch.inference_mode(), as generation and the
+    REPL run the model; with autograd on, the products stay F.linear. Returns the model.
     """
     FastLinear._onednn = _onednn_linear_op()
     for module in model.modules():
