@@ -254,7 +254,7 @@ class CachedContext:
 
     def logits_for(self, ids: Sequence[int]) -> torch.Tensor:
         """Next-token logits (V,) after `ids`, running only the tokens not cached yet."""
-        ids = [int(i) for i in ids]
+        ids = list(map(int, ids))
         if not ids:
             raise GenerationError("no tokens to run: give at least one token id")
         if len(ids) > self.max_len:
@@ -263,8 +263,11 @@ class CachedContext:
                 "shorten the text"
             )
         # Reuse the common prefix, but always run at least the last token: its logits are
-        # what we want, and the cache holds keys and values, not logits.
-        start = min(common_prefix_length(self.ids, ids), len(ids) - 1)
+        # what we want, and the cache holds keys and values, not logits. The usual case,
+        # ids extending what is cached (generation), is one list comparison in C.
+        cached = len(self.ids)
+        shared = cached if ids[:cached] == self.ids else common_prefix_length(self.ids, ids)
+        start = min(shared, len(ids) - 1)
         self.ids = self.ids[:start]  # valid whatever happens below
         device = self.model.tok_embeddings.weight.device
         new = torch.tensor([ids[start:]], dtype=torch.long, device=device)  # (1, T)
@@ -352,7 +355,7 @@ def generate(
         logits = ctx.logits_for(ids)  # (V,); prefill the first time, one decode step after
         token = choose_token(logits, temperature, top_k, top_p, generator)
         prob = float(torch.softmax(logits.float(), dim=-1)[token])
-        ids = ids + [token]
+        ids.append(token)  # our own list (encoded or copied above); the context keeps a copy
         text = decoder.push(token) if decoder is not None else ""
         is_stop = token in stop
         yield GeneratedToken(id=token, text=text, prob=prob, is_stop=is_stop)
