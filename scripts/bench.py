@@ -58,12 +58,6 @@ def _load_ours(path: str, dtype: str | None):
     return use_fast_kernels(load_model(path, dtype=dtype))  # float32: faster CPU kernels
 
 
-def _load_ours_plain(path: str, dtype: str | None):
-    from weights import load_model
-
-    return load_model(path, dtype=dtype)  # every product through F.linear
-
-
 def _hf_source(path: str) -> dict:
     p = Path(path)
     if p.is_file():
@@ -86,7 +80,7 @@ def _load_hf(path: str, dtype: str | None):
 
 def _child_load(impl: str, path: str, dtype: str | None) -> None:
     t0 = time.perf_counter()
-    {"ours": _load_ours, "ours_plain": _load_ours_plain, "transformers": _load_hf}[impl](path, dtype)
+    (_load_ours if impl == "ours" else _load_hf)(path, dtype)
     seconds = time.perf_counter() - t0
     print(json.dumps({"load_s": seconds, "peak_rss_bytes": _peak_rss_bytes()}))
 
@@ -186,6 +180,21 @@ def decode_hf(model, ids: list[int]) -> float:
     return clock.rate()
 
 
+def _with_plain_kernels(measure):
+    """The same measurement on the same model (same weights in the same memory), with every
+    product through F.linear instead of llama.speed's kernels."""
+    from llama.speed import use_fast_kernels, use_standard_kernels
+
+    def run(model, ids: list[int]) -> float:
+        use_standard_kernels(model)
+        try:
+            return measure(model, ids)
+        finally:
+            use_fast_kernels(model)
+
+    return run
+
+
 def read_bandwidth(gib: float = 1.0, repeats: int = 5) -> float:
     """Bytes/s for summing a large float32 tensor (best of repeats): the read ceiling.
 
@@ -222,21 +231,26 @@ def run(path: str, dtype: str | None, repeats: int, with_hf: bool, plain: bool =
         "prefill_tokens": PREFILL_TOKENS,
         "decode_tokens": DECODE_TOKENS,
     }
-    impls = {"ours": (_load_ours, prefill_ours, decode_ours)}
-    if plain:
-        impls["ours_plain"] = (_load_ours_plain, prefill_ours, decode_ours)
+    # name -> (model, prefill measurement, decode measurement)
+    result["ours"] = {"load": measure_load("ours", path, dtype, repeats)}
+    ours = _load_ours(path, dtype)
+    impls = {"ours": (ours, prefill_ours, decode_ours)}
+    if plain:  # our very model, with its kernels switched back for each measurement
+        result["ours_plain"] = {}
+        impls["ours_plain"] = (ours, _with_plain_kernels(prefill_ours), _with_plain_kernels(decode_ours))
     if with_hf:
         try:
             import transformers  # noqa: F401
 
             _hf_source(path)
-            impls["transformers"] = (_load_hf, prefill_hf, decode_hf)
-        except Exception as e:  # not installed, or a format it cannot read
+            load = measure_load("transformers", path, dtype, repeats)
+            if "error" in load:
+                raise RuntimeError(load["error"])
+            impls["transformers"] = (_load_hf(path, dtype), prefill_hf, decode_hf)
+            result["transformers"] = {"load": load}
+        except Exception as e:  # not installed, or a checkpoint it cannot read
             result["transformers_skipped"] = str(e)
-
-    for name in impls:
-        result[name] = {"load": measure_load(name, path, dtype, repeats)}
-    models = {name: load(path, dtype) for name, (load, _, _) in impls.items()}
+    models = {name: model for name, (model, _, _) in impls.items()}
     vocab = models["ours"].args.vocab_size
     long_ids, short_ids = _prompt(vocab, PREFILL_TOKENS, 0), _prompt(vocab, SHORT_PROMPT, 1)
 
@@ -282,8 +296,8 @@ def table(r: dict) -> str:
     for name in ("ours", "ours_plain", "transformers"):
         if name not in r:
             continue
-        x, load = r[name], r[name]["load"]
-        load_s = f"{load['load_s']:.2f}" if "load_s" in load else "error"
+        x, load = r[name], r[name].get("load", {})  # ours_plain: the same load as ours
+        load_s = f"{load['load_s']:.2f}" if "load_s" in load else "-"
         rss = f"{load['peak_rss_bytes'] / 1e6:.0f}" if "peak_rss_bytes" in load else "-"
         lines.append(
             f"{name:14}{load_s:>8}{rss:>13}{x['prefill_tok_s']:>15.1f}{x['decode_tok_s']:>14.2f}"
@@ -318,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure our model without llama.speed's kernels (row 'ours_plain')",
     )
-    parser.add_argument("--_load", choices=["ours", "ours_plain", "transformers"], help=argparse.SUPPRESS)
+    parser.add_argument("--_load", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.model is None:
