@@ -335,7 +335,7 @@ def generate(
     if isinstance(prompt, str):
         if tokenizer is None:
             raise GenerationError("a text prompt needs a tokenizer: pass tokenizer=..., or token ids")
-        ids = tokenizer.encode(prompt)
+        ids = list(tokenizer.encode(prompt))  # our own list: generation appends to it
     else:
         ids = [int(i) for i in prompt]
     if not ids:
@@ -355,7 +355,7 @@ def generate(
         logits = ctx.logits_for(ids)  # (V,); prefill the first time, one decode step after
         token = choose_token(logits, temperature, top_k, top_p, generator)
         prob = float(torch.softmax(logits.float(), dim=-1)[token])
-        ids.append(token)  # our own list (encoded or copied above); the context keeps a copy
+        ids.append(token)  # the context keeps its own copy
         text = decoder.push(token) if decoder is not None else ""
         is_stop = token in stop
         yield GeneratedToken(id=token, text=text, prob=prob, is_stop=is_stop)
