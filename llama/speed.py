@@ -14,7 +14,8 @@ half times the same column -- goes to another kernel that reads at 17-39 GB/s an
 each half its own thread. For a prefill (many rows), torch's oneDNN matrix product is
 1.2-1.55x faster here than the default BLAS one on all but the smallest matrices. Same
 multiply-adds on the same weights in the same memory; results equal to float32 rounding
-(sums taken in another order).
+(sums taken in another order): within 1e-4 of transformers' logits on the tiny test
+models, 1.5e-4 on SmolLM2-135M's 30 layers, where the plain kernels stay within 1e-4.
 
 bfloat16 is left alone: `F.linear` already goes to oneDNN, and the batched form is slower.
 """

@@ -749,6 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold for :gen")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (each :gen starts from it)")
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)")
+    p.add_argument("--plain-kernels", action="store_true", help="run every product through F.linear: slower, but the numbers transformers gives to 1e-4 (llama/speed.py)")
     p.add_argument("--chat", action="store_true", help="start with the chat template on")
     p.add_argument("--no-color", action="store_true", help="no colours even on a terminal (NO_COLOR works too)")
     return p
@@ -797,7 +798,8 @@ def load(args: argparse.Namespace):
     try:
         overrides = {} if args.max_seq_len is None else {"max_seq_len": args.max_seq_len}
         model = load_model(path, dtype=dtype, device=str(device), **overrides)
-        use_fast_kernels(model)  # float32 on CPU: faster kernels, same results to rounding
+        if not args.plain_kernels:
+            use_fast_kernels(model)  # float32 on CPU: faster, equal to float32 rounding
     except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways; say which
         raise ReplError(f"could not load the model from {path}: {_describe(e)}") from None
     try:

@@ -333,3 +333,14 @@ def test_reset_and_quit(session, model):
     assert session.ids == [] and model.cache_length == 0
     assert session.handle(":quit") is False
     assert session.handle(":q") is False
+
+
+def test_fast_kernels_by_default_plain_on_request():
+    from torch import nn
+
+    from llama.speed import FastLinear
+    from scripts.repl import build_parser, load
+
+    for argv, expected in (([], FastLinear), (["--plain-kernels"], nn.Linear)):
+        model, _, _ = load(build_parser().parse_args(argv))
+        assert type(model.layers[0].feed_forward.w1) is expected, argv
