@@ -94,7 +94,7 @@ def check_kv_head(head: object, d: Dims) -> int:
 
 
 def check_position(position: object, length: int) -> int:
-    return check_index(position, length, "position", "tokens in the prompt", error=InterpError)
+    return check_index(position, length, "position", error=InterpError)  # "there are T positions"
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
@@ -231,7 +231,13 @@ def answer_id(answer: Answer, vocab_size: int, tokenizer: Any = None, what: str 
                 f"tokens {pieces} (ids {ids}). Give a text that is one token (words usually "
                 "carry their leading space, e.g. ' Paris') or a token id"
             )
-        return int(ids[0])
+        i = int(ids[0])
+        if not 0 <= i < vocab_size:
+            raise InterpError(
+                f"the {what} {answer!r} is token {i}, outside this model's vocabulary "
+                f"0..{vocab_size - 1}: is this the model's own tokenizer?"
+            )
+        return i
     if isinstance(answer, torch.Tensor) and answer.numel() == 1:
         answer = answer.item()  # a one-element tensor of ids, as argmax returns
     try:

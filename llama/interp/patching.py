@@ -145,7 +145,7 @@ class PatchResult:
         return f"patching {self.site} ({what}){where}"
 
 
-_COLUMNS_OF = {"position": "tokens in the prompt", "head": "query heads", "kv_head": "key/value heads"}
+_COLUMNS_OF = {"position": None, "head": "query heads", "kv_head": "key/value heads"}
 
 
 def check_index_rows(layer: int, n: int) -> int:
