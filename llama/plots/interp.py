@@ -11,6 +11,7 @@ Each returns a matplotlib Figure; nothing is shown and nothing global is touched
 
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import numpy as np
@@ -53,7 +54,7 @@ def plot_patching(result: PatchResult, title: str | None = None) -> Figure:
     corrupted tokens) or heads; red restores the clean behaviour, blue pushes the other way."""
     values = result.scores.numpy()
     n_layers, n_cols = values.shape
-    fig = new_figure(min(14, 2.5 + 0.55 * n_cols), min(12, 1.8 + 0.3 * n_layers))
+    fig = new_figure(min(14, max(6.0, 2.5 + 0.55 * n_cols)), min(12, 2.2 + 0.3 * n_layers))
     ax = fig.add_subplot()
     im = _heat(ax, values, "RdBu_r", centred=True)
     if result.column_kind == "position":
@@ -80,7 +81,7 @@ def plot_patching(result: PatchResult, title: str | None = None) -> Figure:
     ax.set_yticklabels(result.row_labels, fontsize=token_fontsize(n_layers))
     ax.set_ylabel("layer")
     where = "" if result.position is None else f" at position {result.position}"
-    subtitle = f"\n{_escape(result.metric_name)}" if result.metric_name else ""
+    subtitle = f"\n{textwrap.fill(_escape(result.metric_name), 60)}" if result.metric_name else ""
     ax.set_title(title or f"activation patching: {result.site}{where}{subtitle}", fontsize=9)
     fig.colorbar(im, ax=ax, label="metric", shrink=0.8)
     return fig
