@@ -85,6 +85,8 @@ def site_hooks(site: str, layer: int, kv_part: str = "kv") -> list[str]:
         # embedding patches the sum.)
         return ["tok_embeddings" if layer == 0 else f"layers.{layer - 1}.resid_post"]
     if site == "kv_heads":
+        if kv_part not in KV_PARTS:
+            raise InterpError(f"kv_part must be one of {', '.join(KV_PARTS)}, got {kv_part!r}")
         # k before RoPE: the clean and corrupted runs rotate by the same positions, so this
         # equals patching the rotated keys, and it is the name every model family has.
         return [f"{p}.attention.{part}" for part in ("k", "v") if part in kv_part]
