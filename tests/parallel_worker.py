@@ -1,0 +1,126 @@
+"""Run under torchrun by tests/test_parallel*.py (no tests in this file).
+
+    torchrun --standalone --nproc-per-node N tests/parallel_worker.py OUT CKPT [CKPT ...]
+
+Every rank loads each checkpoint with weights.load_model(path, parallel="tensor") and
+writes what it computed to OUT/rank{r}-{k}.pt: full logits, logits token by token through
+the KV cache, greedy generation, captures, an intervention, gradients, local shapes and
+the checkpoint files it opened. The test process compares them with one process.
+
+Options (environment): LLAMA_FS_TP_DEVICE=cuda runs on each rank's GPU (NCCL);
+TP_WORKER_STALL=R makes rank R stop taking part after loading (it sleeps: a hung rank);
+TP_WORKER_DIE=R makes rank R exit after loading (a dead rank).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import weights.parallel as wp
+from llama.generate import generate_ids
+from llama.hooks import ablate_heads, gradients, intervene, run_with_cache
+from llama.parallel import RankFailureError, TensorParallelError
+from weights import CheckpointError, load_model
+
+WORKER = Path(__file__).resolve()
+DEVICE = os.environ.get("LLAMA_FS_TP_DEVICE", "cpu")  # "cuda": one GPU per rank, NCCL
+
+CAPTURED = ["layers.0.attention.probs", "layers.1.attention.q", "layers.0.attention.k_rot",
+            "layers.0.attention.heads", "layers.1.feed_forward.act", "layers.0.resid_post"]
+
+
+def tokens_for(vocab: int) -> torch.Tensor:  # the same ids as the test's reference run
+    return torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(7))
+
+
+def torchrun(n: int, *args: str, env: dict | None = None, timeout: float = 240, extra=()) -> subprocess.CompletedProcess:
+    """Run this file under `torchrun --standalone` (its rendezvous finds a free port)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+           *extra, str(WORKER), *args]
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", LLAMA_FS_TP_DEVICE=DEVICE, **(env or {}))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def needs_devices(n: int) -> None:
+    """Skip a test whose n ranks need n GPUs that this machine does not have."""
+    import pytest
+
+    if DEVICE == "cuda" and torch.cuda.device_count() < n:
+        pytest.skip(f"an NCCL run with {n} ranks needs {n} GPUs; this machine has {torch.cuda.device_count()}")
+
+
+def compute(model) -> dict:
+    """Everything the tests compare, computed the same way in one process and under TP."""
+    device = model.tok_embeddings.weight.device
+    tokens = tokens_for(model.args.vocab_size).to(device)
+    out: dict = {}
+    with torch.no_grad():
+        out["logits"] = model(tokens).cpu()
+        # Token by token through the cache: a 5-token prefill, then single tokens.
+        model.reset_cache()
+        steps = [model(tokens[:, :5]).cpu()]
+        for t in range(5, tokens.shape[1]):
+            steps.append(model(tokens[:, t : t + 1], start_pos=t).cpu())
+        out["incremental"] = torch.cat(steps, dim=1)
+        out["cache_k_shape"] = tuple(model.layers[0].attention.cache.k.shape)
+    out["local_heads"] = (model.layers[0].attention.n_heads, model.layers[0].attention.n_kv_heads)
+    out["num_params"] = model.num_params()
+    out["generated"] = generate_ids(model, tokens[0, :4].tolist(), 10)
+    _, cache = run_with_cache(model, tokens, CAPTURED)
+    out["capture"] = dict(cache)
+    with torch.no_grad(), intervene(model, {"layers.0.attention.heads": ablate_heads(1)}):
+        out["ablated"] = model(tokens).cpu()
+    target = int(tokens[0, -1])
+    grads = gradients(model, tokens[:1], lambda lg: lg[0, -1, target],
+                      ["tok_embeddings", "layers.0.attention.heads"])
+    out["grads"] = {k: v.cpu() for k, v in grads.items()}
+    return out
+
+
+def run_one(path: str, device: str) -> dict:
+    opened: list[str] = []
+    real_load = wp.load_pth
+
+    def recording_load(p):
+        opened.append(Path(p).name)
+        return real_load(p)
+
+    wp.load_pth = recording_load  # which consolidated.NN.pth files does this rank open?
+    try:
+        model = load_model(path, parallel="tensor", device=device)
+    finally:
+        wp.load_pth = real_load
+    rank = model.tp.rank
+    stall, die = os.environ.get("TP_WORKER_STALL"), os.environ.get("TP_WORKER_DIE")
+    if stall is not None and rank == int(stall):
+        time.sleep(120)  # never joins the next collective
+    if die is not None and rank == int(die):
+        os._exit(3)
+    out = compute(model)
+    out.update(opened=opened, rank=rank, world=model.tp.world_size,
+               wq_local_shape=tuple(model.layers[0].attention.wq.weight.to_local().shape))
+    return out
+
+
+def main() -> int:
+    out_dir, paths = Path(sys.argv[1]), sys.argv[2:]
+    device = os.environ.get("LLAMA_FS_TP_DEVICE", "cpu")
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        for k, path in enumerate(paths):
+            result = run_one(path, device)
+            torch.save(result, out_dir / f"rank{rank}-{k}.pt")
+    except (TensorParallelError, RankFailureError, CheckpointError) as e:
+        print(f"[rank {rank}] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

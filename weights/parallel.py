@@ -1,0 +1,354 @@
+"""Loading one rank's part of a checkpoint for tensor parallelism (llama.parallel).
+
+    model = load_model(path, parallel="tensor")      # inside torchrun, on every rank
+
+Each rank reads only its own slice of every split tensor (see llama.parallel for what is
+split how) and never the whole model:
+
+  * Meta folder with as many consolidated.NN.pth shards as ranks (Meta's own layout,
+    e.g. 70B on 8 GPUs): rank r memory-maps consolidated.r.pth and nothing else. Meta's
+    shards are exactly our slices, so the tensors are used as they are in the file.
+  * Meta folder with another number of shards (13B's 2 files on 4 ranks, 70B's 8 on 2):
+    every shard is memory-mapped and each rank cuts its range out of the shards that
+    overlap it, so only those bytes are ever read.
+  * Hugging Face folder or GGUF file: the full tensor is opened lazily (memory-mapped
+    where the format allows) and this rank's slice is copied out of it, one tensor at a
+    time. Tensors the format must convert first (Hugging Face's q/k rows, dequantised
+    GGUF blocks) exist in full for a moment, one at a time.
+
+The steps are those of weights.checkpoint.build_model: build on the meta device, check
+every name and full shape against the config (strictly), check that this rank's share
+fits, then assign the slices (llama.parallel.assign_local). Every rank reports success
+or its error to the others before returning, so a rank whose file is damaged makes all
+of them raise the same error instead of leaving the rest waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from llama.config import ConfigError, ModelArgs
+from llama.model import Transformer
+from llama.parallel import (
+    ParallelContext,
+    RankFailureError,
+    TensorParallelError,
+    assign_local,
+    check_world_size,
+    init_distributed,
+    is_rank_failure,
+    local_range,
+    parallelize,
+    rank_failure,
+    shard_plan,
+)
+
+from .checkpoint import (
+    Checkpoint,
+    _weights_on_meta,
+    available_memory,
+    check_state,
+    dtype_name,
+    rebuild_rope,
+)
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, InsufficientMemoryError
+from .meta import _parent_rope, load_pth, shard_paths, split_dim
+
+
+@dataclass
+class SlicedSource:
+    """A checkpoint opened for one rank: full shapes for the checks, slices to read."""
+
+    checkpoint: Checkpoint  # config, full shapes and names for check_state and messages
+    shards: int | None  # Meta model-parallel files, None for other formats
+    embedding_dim: int  # how tok_embeddings is split: 0 vocabulary rows, 1 width columns
+    # (name, dtype, split dim or None) -> this rank's slice, in that dtype, on the CPU
+    read_slice: Callable[[str, torch.dtype, int | None], torch.Tensor]
+    reads_own_shard_only: bool = False
+
+
+def _mapped_slice(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A slice of a memory-mapped file tensor in `dtype`. A contiguous slice (rows) stays a
+    view of the mapping, so only its own pages are ever read; a strided one (columns) is
+    copied into memory of its own size, so later products do not stride over the file."""
+    out = t.to(dtype)
+    return out if out.is_contiguous() else out.contiguous()
+
+
+def _copied_slice(t: torch.Tensor, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A slice of a tensor a reader handed us, in `dtype`, in memory of its own: the
+    source may be a converted full tensor (q/k rows, dequantised), which must not be kept
+    alive by a view."""
+    out = t.to(dtype)
+    if out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        out = out.clone(memory_format=torch.contiguous_format)
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# Meta folders
+# ----------------------------------------------------------------------------------
+
+
+def _meta_args(folder: Path, params: dict, shapes: dict, keys: set, overrides: dict) -> ModelArgs:
+    # The same rules as weights.meta.open_meta (keep the two in step).
+    fields = dict(params)
+    if fields.get("vocab_size", -1) == -1:
+        fields["vocab_size"] = shapes["tok_embeddings.weight"][0]
+    if "output.weight" not in keys:
+        fields["tie_embeddings"] = True
+    if fields.get("use_scaled_rope") or overrides.get("use_scaled_rope"):
+        if "rope_scaling_factor" not in fields and "rope_scaling_factor" not in overrides:
+            fields.update(_parent_rope(folder))
+    fields.update(overrides)
+    try:
+        return ModelArgs(**fields)
+    except ConfigError as e:
+        raise CheckpointError(f"{folder / 'params.json'}: {e}") from None
+
+
+def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> SlicedSource:
+    params_path = folder / "params.json"
+    try:
+        params = json.loads(params_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CorruptCheckpointError(f"cannot read {params_path}: {e}") from None
+    if not isinstance(params, dict) or not isinstance(params.get("dim"), int):
+        raise CorruptCheckpointError(f"{params_path} is not a JSON object with an integer 'dim'")
+    paths = shard_paths(folder)
+    if not paths:
+        raise CheckpointNotFoundError(f"{folder} has params.json but no consolidated.NN.pth file")
+    n = len(paths)
+    own_only = n == ctx.world_size
+    # Meta's layout, one shard per rank: open this rank's file alone. Otherwise map them all
+    # (mapping reads no tensor data; only the ranges cut out below are ever touched).
+    opened = {ctx.rank: load_pth(paths[ctx.rank])} if own_only else {i: load_pth(p) for i, p in enumerate(paths)}
+    sample = next(iter(opened.values()))
+    keys = set(sample)
+    for i, s in opened.items():
+        if set(s) != keys:
+            raise CorruptCheckpointError(
+                f"{paths[i].name} and {paths[0].name} in {folder} hold different tensors: "
+                "the shards do not belong together."
+            )
+    if "tok_embeddings.weight" not in keys:
+        raise CorruptCheckpointError(f"{paths[0]} has no tok_embeddings.weight: not a Llama checkpoint?")
+
+    dim = params["dim"]
+    file_dims: dict[str, int | None] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in keys:
+        shape = tuple(sample[name].shape)
+        d = split_dim(name, shape, dim) if n > 1 else None
+        if d is not None and d >= len(shape):
+            d = None
+        file_dims[name] = d
+        if d is not None:
+            total = shape[d] * n if own_only else sum(s[name].shape[d] for s in opened.values())
+            shape = shape[:d] + (total,) + shape[d + 1 :]
+        shapes[name] = shape
+    args = _meta_args(folder, params, shapes, keys, overrides)
+
+    # The embedding is split the way the files split it (as Meta's reference does), except
+    # that a tied one must be split by vocabulary rows, like the output it doubles as.
+    emb_file = file_dims["tok_embeddings.weight"]
+    embedding_dim = emb_file if emb_file is not None and not (args.tie_embeddings and emb_file == 1) else 0
+    if own_only and emb_file != embedding_dim:
+        own_only = False
+        opened = {i: load_pth(p) for i, p in enumerate(paths)}
+    native = sample["tok_embeddings.weight"].dtype
+    if native not in (torch.float32, torch.bfloat16, torch.float16):
+        native = torch.float32
+    shards = [opened[i] for i in sorted(opened)]
+
+    def read_slice(name: str, dtype: torch.dtype, d: int | None) -> torch.Tensor:
+        fd = file_dims.get(name)
+        if own_only:
+            # This rank's shard *is* its slice (a split tensor) or a copy (a norm).
+            return opened[ctx.rank][name].to(dtype)
+        pieces = [s[name] for s in shards]
+        if d is None or fd is None:
+            t = pieces[0]  # replicated in the files (a norm, or a single-file checkpoint)
+            if d is None:
+                return t.to(dtype)
+            lo, hi = local_range(t.shape[d], ctx.world_size, ctx.rank)
+            return _mapped_slice(t.narrow(d, lo, hi - lo), dtype)
+        lo, hi = local_range(shapes[name][d], ctx.world_size, ctx.rank)
+        if fd == d:
+            # The files hold consecutive ranges along d: take the parts that overlap ours.
+            parts, start = [], 0
+            for p in pieces:
+                a, b = max(lo, start), min(hi, start + p.shape[d])
+                if a < b:
+                    parts.append(p.narrow(d, a - start, b - a))
+                start += p.shape[d]
+            return _mapped_slice(parts[0], dtype) if len(parts) == 1 else torch.cat(parts, dim=d).to(dtype)
+        # Split along another dimension in the files (a tied Llama 2-style embedding):
+        # our range of d from every file, joined along the files' dimension.
+        return torch.cat([p.narrow(d, lo, hi - lo) for p in pieces], dim=fd).to(dtype)
+
+    hint = (
+        f"(The checkpoint has {n} shard(s); consolidated.{ctx.rank:02d}.pth was read as this "
+        f"rank's slice, one of {n}.) " if own_only else f"(The checkpoint has {n} shard file(s).) "
+    )
+    ckpt = Checkpoint(
+        format="meta",
+        path=folder,
+        args=args,
+        shapes=shapes,
+        native_dtype=native,
+        read=_no_full_reads,
+        shape_hint=hint,
+    )
+    return SlicedSource(ckpt, n, embedding_dim, read_slice, reads_own_shard_only=own_only)
+
+
+def _no_full_reads(name: str, dtype: torch.dtype) -> torch.Tensor:  # pragma: no cover
+    raise AssertionError("the tensor-parallel loader reads slices, never whole tensors")
+
+
+# ----------------------------------------------------------------------------------
+# Other formats: slice full tensors as they are read
+# ----------------------------------------------------------------------------------
+
+
+def open_other_sliced(ckpt: Checkpoint, ctx: ParallelContext) -> SlicedSource:
+    def read_slice(name: str, dtype: torch.dtype, d: int | None) -> torch.Tensor:
+        # The file's own dtype: a memory-mapped view where the format allows, so casting
+        # (below) touches only this rank's part.
+        full = ckpt.read(name, ckpt.native_dtype)
+        if d is None:
+            return full.to(dtype)
+        lo, hi = local_range(full.shape[d], ctx.world_size, ctx.rank)
+        return _copied_slice(full.narrow(d, lo, hi - lo), full, dtype)
+
+    return SlicedSource(ckpt, None, 0, read_slice)
+
+
+# ----------------------------------------------------------------------------------
+# The loader
+# ----------------------------------------------------------------------------------
+
+
+def _local_numel(shape: tuple[int, ...], d: int | None, ctx: ParallelContext) -> int:
+    n = 1
+    for i, s in enumerate(shape):
+        if i == d:
+            lo, hi = local_range(s, ctx.world_size, ctx.rank)
+            s = hi - lo
+        n *= s
+    return n
+
+
+def _check_rank_memory(model: Transformer, plan: dict, dtype: torch.dtype, ctx: ParallelContext) -> None:
+    available = available_memory(ctx.device)
+    if available is None:
+        return
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    local = sum(_local_numel(shapes[name], d, ctx) for name, d in plan.items())
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    rope = model.args.max_seq_len * model.args.head_dim // 2 * 8
+    needed = local * itemsize + rope + 64 * 2**20
+    # Ranks on one machine share its memory (GPUs each have their own).
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if ctx.device.type == "cpu" else 1
+    if needed * sharing > available:
+        gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+        raise InsufficientMemoryError(
+            f"rank {ctx.rank}: its share of the model needs about {gib(needed)} in "
+            f"{dtype_name(dtype)} on {ctx.device}"
+            + (f", times {sharing} ranks on this machine" if sharing > 1 else "")
+            + f", but only {gib(available)} is available. Use more ranks (or machines), "
+            "a smaller dtype (dtype='bfloat16'), or free some memory."
+        )
+
+
+def _load_local(path: Any, dtype: torch.dtype | None, ctx: ParallelContext, check_mem: bool, overrides: dict) -> Transformer:
+    from . import detect_format, open_checkpoint
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a checkpoint path must be a str or Path, got {type(path).__name__}")
+    kind, where = detect_format(path)
+    if kind == "meta":
+        source = open_meta_sliced(where, ctx, **overrides)
+    else:
+        source = open_other_sliced(open_checkpoint(where, **overrides), ctx)
+    ckpt = source.checkpoint
+    args = ckpt.args
+    check_world_size(args, ctx.world_size, shards=source.shards, embedding_dim=source.embedding_dim)
+    dtype = ckpt.native_dtype if dtype is None else dtype
+
+    with _weights_on_meta():
+        model = Transformer(args)  # shapes, no storage
+    names = [n for n in check_state(model, ckpt) if n != "rope.freqs"]
+    plan = shard_plan(args, source.embedding_dim)
+    if check_mem:
+        _check_rank_memory(model, plan, dtype, ctx)
+    parallelize(model, ctx, embedding_dim=source.embedding_dim)  # DTensors on the meta device
+
+    tied_output = None
+    for name in names:
+        if name == "output.weight" and args.tie_embeddings:
+            tied_output = source.read_slice(name, dtype, 0)  # compared with the embedding below
+            continue
+        local = source.read_slice(name, dtype, plan[name])
+        assign_local(model, name, local.to(ctx.device))
+    if args.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+        if tied_output is not None and not torch.equal(
+            tied_output, model.tok_embeddings.weight.to_local().to(tied_output.device)
+        ):
+            raise CheckpointError(
+                "tie_embeddings is set but the checkpoint's output.weight differs from "
+                "tok_embeddings.weight: load with tie_embeddings=False"
+            )
+    rebuild_rope(model, ctx.device)
+    return model.eval()
+
+
+def _agree(ctx: ParallelContext, error: BaseException | None) -> None:
+    """Every rank learns whether every other rank loaded; raise the same error everywhere."""
+    import torch.distributed as dist
+
+    mine = None if error is None else f"{type(error).__name__}: {error}"
+    statuses: list[str | None] = [None] * ctx.world_size
+    try:
+        dist.all_gather_object(statuses, mine)
+    except RuntimeError as e:
+        if is_rank_failure(e):
+            raise rank_failure(ctx, e, "loading the model") from (error or e)
+        raise
+    if error is not None:
+        raise error
+    for rank, status in enumerate(statuses):
+        if status is not None:
+            cls = TensorParallelError if status.startswith("TensorParallelError") else CheckpointError
+            raise cls(f"rank {rank} could not load its part of the model, so no rank can run it. {status}")
+
+
+def load_tensor_parallel(
+    path: Any,
+    dtype: torch.dtype | None,
+    device: torch.device,
+    check_memory: bool = True,
+    **overrides: Any,
+) -> Transformer:
+    """weights.load_model(path, parallel="tensor"): this rank's part, full logits everywhere."""
+    ctx = init_distributed(device)
+    model, error = None, None
+    try:
+        model = _load_local(path, dtype, ctx, check_memory, overrides)
+    except RankFailureError:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported to every rank, then re-raised
+        error = e
+    _agree(ctx, error)
+    return model  # type: ignore[return-value]
+
+
+__all__ = ["load_tensor_parallel", "open_meta_sliced", "open_other_sliced", "SlicedSource"]
