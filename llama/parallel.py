@@ -476,17 +476,52 @@ class TensorParallelTransformer(Transformer):
     """
 
     tp: ParallelContext
+    # Compare every call's input across ranks first (one small all-gather): ranks that were
+    # given different tokens would otherwise mix their results into wrong logits silently.
+    check_inputs = True
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
         try:
+            if self.check_inputs:
+                self._check_same_input(tokens, start_pos, last_only)
             return super().forward(tokens, start_pos, last_only)
         except RuntimeError as e:
             if is_rank_failure(e) and not isinstance(e, RankFailureError):
                 raise rank_failure(self.tp, e, "the forward pass") from e
             raise
 
+    def _check_same_input(self, tokens: torch.Tensor, start_pos: int, last_only: bool) -> None:
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or not isinstance(start_pos, int):
+            return  # _check_input explains that, identically on every rank
+        ids = tokens.to(torch.int64).flatten()
+        weights = torch.arange(1, ids.numel() + 1, device=ids.device, dtype=torch.int64)
+        mine = torch.stack([  # a fingerprint: shape, position, flags and two checksums
+            torch.tensor(tokens.shape[0]), torch.tensor(tokens.shape[1]), torch.tensor(start_pos),
+            torch.tensor(int(last_only)), ids.sum().cpu(), (ids * weights).sum().cpu(),
+        ]).to(self.tp.device)
+        every = [torch.empty_like(mine) for _ in range(self.tp.world_size)]
+        dist.all_gather(every, mine)
+        differ = [r for r, other in enumerate(every) if not torch.equal(other, every[0])]
+        if differ:
+            raise TensorParallelError(
+                f"rank {self.tp.rank}: the ranks called the model with different inputs (rank "
+                f"{differ[0]} differs from rank 0 in tokens, their shape, start_pos or "
+                "last_only). Every rank must run the same call on the same tokens: let rank 0 "
+                "read the input and broadcast it (torch.distributed.broadcast_object_list)."
+            )
+
     def extra_repr(self) -> str:
         return f"tensor parallel: rank {self.tp.rank} of {self.tp.world_size} on {self.tp.device}"
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a script, on every rank (after a barrier, so
+    no rank tears its connections down while another still uses them)."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def is_main() -> bool:
@@ -512,4 +547,5 @@ __all__ = [
     "TensorParallelTransformer",
     "is_rank_failure",
     "is_main",
+    "shutdown",
 ]

@@ -25,7 +25,7 @@ import torch
 import weights.parallel as wp
 from llama.generate import generate_ids
 from llama.hooks import ablate_heads, gradients, intervene, run_with_cache
-from llama.parallel import RankFailureError, TensorParallelError
+from llama.parallel import RankFailureError, TensorParallelError, parallelize, shutdown
 from weights import CheckpointError, load_model
 
 WORKER = Path(__file__).resolve()
@@ -105,6 +105,17 @@ def run_one(path: str, device: str) -> dict:
     out = compute(model)
     out.update(opened=opened, rank=rank, world=model.tp.world_size,
                wq_local_shape=tuple(model.layers[0].attention.wq.weight.to_local().shape))
+    tokens = tokens_for(model.args.vocab_size).to(model.tp.device)
+    # Ranks that disagree about the input must all refuse (none may hang or mix results).
+    try:
+        model(tokens[:, :3] if rank == 0 else tokens[:, 3:6])
+        out["skew_error"] = None
+    except TensorParallelError as e:
+        out["skew_error"] = str(e)
+    # parallelize() on a model that every rank loaded in full gives the same logits.
+    full = load_model(path, device=model.tp.device)
+    with torch.no_grad():
+        out["parallelize_logits"] = parallelize(full, model.tp)(tokens).cpu()
     return out
 
 
@@ -119,6 +130,7 @@ def main() -> int:
     except (TensorParallelError, RankFailureError, CheckpointError) as e:
         print(f"[rank {rank}] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
+    shutdown()
     return 0
 
 

@@ -191,3 +191,16 @@ def test_each_rank_holds_its_slice(runs, reference):
     assert [g["wq_local_shape"] for g in got] == [(16, 64)] * 4
     # num_params counts the full model (DTensors know their global shape).
     assert {g["num_params"] for g in got} == {reference["meta4"]["num_params"]}
+
+
+@pytest.mark.parametrize("run,k,name", CASES, ids=CASE_IDS)
+def test_parallelize_a_model_in_memory(runs, reference, run, k, name):
+    """llama.parallel.parallelize on a model every rank loaded in full: the same logits."""
+    for got in ranks_of(runs, run, k):
+        assert max_diff(got["parallelize_logits"], reference[name]["logits"]) <= ATOL
+
+
+def test_ranks_given_different_tokens_all_refuse(runs):
+    for got in ranks_of(runs, "2 ranks", 0):
+        assert got["skew_error"] is not None
+        assert f"rank {got['rank']}: the ranks called the model with different inputs (rank 1 differs" in got["skew_error"]

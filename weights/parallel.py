@@ -9,12 +9,17 @@ split how) and never the whole model:
     e.g. 70B on 8 GPUs): rank r memory-maps consolidated.r.pth and nothing else. Meta's
     shards are exactly our slices, so the tensors are used as they are in the file.
   * Meta folder with another number of shards (13B's 2 files on 4 ranks, 70B's 8 on 2):
-    every shard is memory-mapped and each rank cuts its range out of the shards that
-    overlap it, so only those bytes are ever read.
+    every shard is memory-mapped and each rank copies its range out of the shards that
+    overlap it, so only those bytes are read (a column slice reads every page of its
+    matrix, though: its rows interleave with the other ranks' columns).
   * Hugging Face folder or GGUF file: the full tensor is opened lazily (memory-mapped
     where the format allows) and this rank's slice is copied out of it, one tensor at a
     time. Tensors the format must convert first (Hugging Face's q/k rows, dequantised
     GGUF blocks) exist in full for a moment, one at a time.
+
+Re-sliced tensors are copies of exactly this rank's size, so once loading ends the
+mappings close and the rank's memory is its share of the weights (docs/PARALLEL.md has
+the measurements).
 
 The steps are those of weights.checkpoint.build_model: build on the meta device, check
 every name and full shape against the config (strictly), check that this rank's share
@@ -73,18 +78,14 @@ class SlicedSource:
     reads_own_shard_only: bool = False
 
 
-def _mapped_slice(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A slice of a memory-mapped file tensor in `dtype`. A contiguous slice (rows) stays a
-    view of the mapping, so only its own pages are ever read; a strided one (columns) is
-    copied into memory of its own size, so later products do not stride over the file."""
-    out = t.to(dtype)
-    return out if out.is_contiguous() else out.contiguous()
+def _copied(t: torch.Tensor, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t (a slice of `source`) in `dtype`, in memory of its own size.
 
-
-def _copied_slice(t: torch.Tensor, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A slice of a tensor a reader handed us, in `dtype`, in memory of its own: the
-    source may be a converted full tensor (q/k rows, dequantised), which must not be kept
-    alive by a view."""
+    Never a view: a view of a memory-mapped file would keep the whole mapping, and every
+    page this rank touched while cutting out its slice (all pages of a column slice), in
+    its resident memory for good; a view of a converted full tensor (q/k rows, dequantised
+    blocks) would keep that tensor alive. Copied, the mapping closes once loading ends.
+    """
     out = t.to(dtype)
     if out.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
         out = out.clone(memory_format=torch.contiguous_format)
@@ -176,9 +177,9 @@ def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> Sl
         if d is None or fd is None:
             t = pieces[0]  # replicated in the files (a norm, or a single-file checkpoint)
             if d is None:
-                return t.to(dtype)
+                return _copied(t, t, dtype)
             lo, hi = local_range(t.shape[d], ctx.world_size, ctx.rank)
-            return _mapped_slice(t.narrow(d, lo, hi - lo), dtype)
+            return _copied(t.narrow(d, lo, hi - lo), t, dtype)
         lo, hi = local_range(shapes[name][d], ctx.world_size, ctx.rank)
         if fd == d:
             # The files hold consecutive ranges along d: take the parts that overlap ours.
@@ -186,9 +187,11 @@ def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> Sl
             for p in pieces:
                 a, b = max(lo, start), min(hi, start + p.shape[d])
                 if a < b:
-                    parts.append(p.narrow(d, a - start, b - a))
+                    parts.append((p.narrow(d, a - start, b - a), p))
                 start += p.shape[d]
-            return _mapped_slice(parts[0], dtype) if len(parts) == 1 else torch.cat(parts, dim=d).to(dtype)
+            if len(parts) == 1:
+                return _copied(parts[0][0], parts[0][1], dtype)
+            return torch.cat([part for part, _ in parts], dim=d).to(dtype)
         # Split along another dimension in the files (a tied Llama 2-style embedding):
         # our range of d from every file, joined along the files' dimension.
         return torch.cat([p.narrow(d, lo, hi - lo) for p in pieces], dim=fd).to(dtype)
@@ -224,9 +227,9 @@ def open_other_sliced(ckpt: Checkpoint, ctx: ParallelContext) -> SlicedSource:
         # (below) touches only this rank's part.
         full = ckpt.read(name, ckpt.native_dtype)
         if d is None:
-            return full.to(dtype)
+            return _copied(full, full, dtype)
         lo, hi = local_range(full.shape[d], ctx.world_size, ctx.rank)
-        return _copied_slice(full.narrow(d, lo, hi - lo), full, dtype)
+        return _copied(full.narrow(d, lo, hi - lo), full, dtype)
 
     return SlicedSource(ckpt, None, 0, read_slice)
 
