@@ -11,8 +11,8 @@ Per rank it reports the bytes of the weights it holds (local slices of the DTens
 resident memory (RSS) before loading, after loading and after a forward pass (a 32-token
 prefill and 8 decode steps), split into anonymous memory (RssAnon: tensors the process
 allocated) and file-backed pages (RssFile: memory-mapped checkpoint pages, which the
-kernel shares with the page cache and can drop), and the peak RSS (ru_maxrss). Output in
-docs/PARALLEL.md.
+kernel shares with the page cache and can drop), the peak RSS (ru_maxrss, which counts
+both) and the peak anonymous memory while loading (sampled). Output in docs/PARALLEL.md.
 """
 
 from __future__ import annotations
@@ -41,6 +41,29 @@ def status() -> dict[str, float]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+class AnonPeak:
+    """The largest RssAnon seen while running (sampled every 5 ms by a thread): memory the
+    process itself allocated, without the page cache that ru_maxrss also counts."""
+
+    def __enter__(self) -> "AnonPeak":
+        import threading
+
+        self.peak, self._stop = status()["RssAnon"], threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.005):
+                self.peak = max(self.peak, status()["RssAnon"])
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, status()["RssAnon"])
 
 
 def write(args: argparse.Namespace) -> None:
@@ -81,7 +104,8 @@ def measure(args: argparse.Namespace) -> None:
     parallel = "tensor" if "RANK" in os.environ else None
     before = status()
     t0 = time.perf_counter()
-    model = load_model(args.path, dtype=args.dtype, parallel=parallel)
+    with AnonPeak() as anon:
+        model = load_model(args.path, dtype=args.dtype, parallel=parallel)
     load_s = time.perf_counter() - t0
     loaded = status()
     held = sum((p.to_local() if isinstance(p, DTensor) else p).nbytes for p in model.parameters())
@@ -108,6 +132,7 @@ def measure(args: argparse.Namespace) -> None:
         "anon_after_forward_mib": after["RssAnon"],
         "file_after_forward_mib": after["RssFile"],
         "peak_rss_mib": peak_rss_mib(),
+        "peak_anon_load_mib": anon.peak,
         "load_s": load_s,
         "forward_s": run_s,
     }
@@ -120,12 +145,12 @@ def measure(args: argparse.Namespace) -> None:
         return
     print(f"{args.path} ({args.dtype or 'checkpoint dtype'}), {report['world']} process(es); "
           f"model {report['model_mib']:.0f} MiB of weights; MiB per rank:")
-    print("rank  held  held/model  RSS before  RSS loaded (anon + file)  RSS after fwd (anon + file)  peak RSS  load s  fwd s")
+    print("rank  held  held/model  RSS before  RSS loaded (anon + file)  RSS after fwd (anon + file)  peak RSS  peak anon (load)  load s  fwd s")
     for r in reports:
         print(f"{r['rank']:>4}  {r['weights_held_mib']:>4.0f}  {r['weights_held_mib'] / r['model_mib']:>10.3f}"
               f"  {r['rss_before_mib']:>10.0f}  {r['rss_loaded_mib']:>10.0f} ({r['anon_loaded_mib']:.0f} + {r['file_loaded_mib']:.0f})"
               f"  {r['rss_after_forward_mib']:>13.0f} ({r['anon_after_forward_mib']:.0f} + {r['file_after_forward_mib']:.0f})"
-              f"  {r['peak_rss_mib']:>8.0f}  {r['load_s']:>6.1f}  {r['forward_s']:>5.1f}")
+              f"  {r['peak_rss_mib']:>8.0f}  {r['peak_anon_load_mib']:>16.0f}  {r['load_s']:>6.1f}  {r['forward_s']:>5.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=2) + "\n")
 

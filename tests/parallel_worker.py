@@ -9,7 +9,7 @@ the checkpoint files it opened. The test process compares them with one process.
 
 Options (environment): LLAMA_FS_TP_DEVICE=cuda runs on each rank's GPU (NCCL);
 TP_WORKER_STALL=R makes rank R stop taking part after loading (it sleeps: a hung rank);
-TP_WORKER_DIE=R makes rank R exit after loading (a dead rank).
+TP_WORKER_DIE=R makes rank R exit while loading (a dead rank).
 """
 
 from __future__ import annotations
@@ -92,16 +92,21 @@ def run_one(path: str, device: str) -> dict:
         return real_load(p)
 
     wp.load_pth = recording_load  # which consolidated.NN.pth files does this rank open?
+    real_finish = wp.rebuild_rope
+    die = os.environ.get("TP_WORKER_DIE")
+    if die is not None and int(os.environ["RANK"]) == int(die):
+        def dying_finish(*args, **kwargs):
+            os._exit(3)  # dies at the end of loading, as a rank killed for memory would
+
+        wp.rebuild_rope = dying_finish
     try:
         model = load_model(path, parallel="tensor", device=device)
     finally:
-        wp.load_pth = real_load
+        wp.load_pth, wp.rebuild_rope = real_load, real_finish
     rank = model.tp.rank
-    stall, die = os.environ.get("TP_WORKER_STALL"), os.environ.get("TP_WORKER_DIE")
+    stall = os.environ.get("TP_WORKER_STALL")
     if stall is not None and rank == int(stall):
         time.sleep(120)  # never joins the next collective
-    if die is not None and rank == int(die):
-        os._exit(3)
     out = compute(model)
     out.update(opened=opened, rank=rank, world=model.tp.world_size,
                wq_local_shape=tuple(model.layers[0].attention.wq.weight.to_local().shape))
