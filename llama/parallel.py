@@ -514,6 +514,45 @@ class TensorParallelTransformer(Transformer):
         return f"tensor parallel: rank {self.tp.rank} of {self.tp.world_size} on {self.tp.device}"
 
 
+class InputChannel:
+    """Rank 0 decides, every rank follows: how a front end drives the ranks under torchrun.
+
+        channel = InputChannel()                      # on every rank (a collective)
+        while (line := channel.share(input("> ") if channel.is_main else None)) is not None:
+            result = session_step(line)               # the same call on every rank
+            if channel.is_main:
+                print(result)
+
+    `share(value)` broadcasts rank 0's value (any picklable object: a line, a command, a
+    sampling seed, a "stop" flag) and returns it on every rank. It runs over a gloo group
+    of its own whose timeout (`wait_s`, default a week) is for waiting on a person typing,
+    not LLAMA_TP_TIMEOUT: the model's collectives keep the short one.
+    """
+
+    def __init__(self, wait_s: float = 7 * 24 * 3600.0) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise TensorParallelError("InputChannel needs the process group: load the model with parallel='tensor' first")
+        self.rank = dist.get_rank()
+        self.group = dist.new_group(backend="gloo", timeout=datetime.timedelta(seconds=wait_s))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def share(self, value: Any = None) -> Any:
+        box = [value if self.is_main else None]
+        try:
+            dist.broadcast_object_list(box, src=0, group=self.group)
+        except RuntimeError as e:
+            if is_rank_failure(e):
+                raise RankFailureError(
+                    f"rank {self.rank}: lost rank 0 while waiting for its input "
+                    f"({(str(e).splitlines() or [''])[0][:200]}): rank 0 has probably exited."
+                ) from e
+            raise
+        return box[0]
+
+
 def shutdown() -> None:
     """Leave the process group at the end of a script, on every rank (after a barrier, so
     no rank tears its connections down while another still uses them)."""
@@ -547,5 +586,6 @@ __all__ = [
     "TensorParallelTransformer",
     "is_rank_failure",
     "is_main",
+    "InputChannel",
     "shutdown",
 ]

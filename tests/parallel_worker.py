@@ -25,7 +25,7 @@ import torch
 import weights.parallel as wp
 from llama.generate import generate_ids
 from llama.hooks import ablate_heads, gradients, intervene, run_with_cache
-from llama.parallel import RankFailureError, TensorParallelError, parallelize, shutdown
+from llama.parallel import InputChannel, RankFailureError, TensorParallelError, parallelize, shutdown
 from weights import CheckpointError, load_model
 
 WORKER = Path(__file__).resolve()
@@ -117,6 +117,12 @@ def run_one(path: str, device: str) -> dict:
         out["skew_error"] = None
     except TensorParallelError as e:
         out["skew_error"] = str(e)
+    # Rank 0 decides (a seed, as a front end would share a line), every rank follows:
+    # sampling with the shared seed gives the same tokens everywhere.
+    channel = InputChannel()
+    shared = channel.share({"seed": 1234} if rank == 0 else {"seed": rank})
+    out["shared"] = shared
+    out["sampled"] = generate_ids(model, tokens[0, :4].tolist(), 8, temperature=3.0, seed=shared["seed"])
     # parallelize() on a model that every rank loaded in full gives the same logits.
     full = load_model(path, device=model.tp.device)
     with torch.no_grad():

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from checkpoint_writers import LLAMA2_PARAMS, LLAMA32_PARAMS, write_meta
-from parallel_worker import CAPTURED, DEVICE, compute, needs_devices, torchrun
+from parallel_worker import CAPTURED, DEVICE, compute, needs_devices, tokens_for, torchrun
 from tiny_models import tiny_hf_model
 from weights import load_model
 
@@ -204,3 +204,18 @@ def test_ranks_given_different_tokens_all_refuse(runs):
     for got in ranks_of(runs, "2 ranks", 0):
         assert got["skew_error"] is not None
         assert f"rank {got['rank']}: the ranks called the model with different inputs (rank 1 differs" in got["skew_error"]
+
+
+@pytest.mark.parametrize("run,k,name", CASES, ids=CASE_IDS)
+def test_rank0_decides_and_sampling_follows(runs, reference, checkpoints, run, k, name):
+    """InputChannel.share hands rank 0's value to every rank; sampling with that seed gives
+    every rank the same tokens, the ones one process samples with it."""
+    from llama.generate import generate_ids
+
+    got = ranks_of(runs, run, k)
+    assert [g["shared"] for g in got] == [{"seed": 1234}] * len(got)
+    model = load_model(checkpoints[name])
+    tokens = tokens_for(model.args.vocab_size)
+    expected = generate_ids(model, tokens[0, :4].tolist(), 8, temperature=3.0, seed=1234)
+    assert expected != reference[name]["generated"][:8]  # sampled, not greedy
+    assert all(g["sampled"] == expected for g in got)
