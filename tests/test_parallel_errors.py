@@ -117,7 +117,9 @@ def meta2(tmp_path_factory):
 def test_three_ranks_for_two_shards(meta2, tmp_path):
     """4 heads over 3 ranks: every rank refuses, naming the shard count and what works."""
     needs_devices(3)
-    proc = torchrun(3, str(tmp_path), str(meta2), timeout=120)
+    # (A slower torchrun monitor, so that the first rank to exit does not get the others
+    # ended before they print.)
+    proc = torchrun(3, str(tmp_path), str(meta2), timeout=120, extra=["--monitor-interval=3"])
     assert proc.returncode != 0
     for rank in range(3):
         line = next((l for l in proc.stderr.splitlines() if l.startswith(f"[rank {rank}] TensorParallelError")), "")
