@@ -15,7 +15,9 @@ layout of Meta's reference code (its model-parallel shards are exactly these sli
     output               split by vocabulary rows (ColumnParallelLinear), logits all-gathered
     norms, RoPE table    replicated (small)
 
-How. `llama.model` stays the single-device model; this module changes it from outside:
+How. `llama.model` stays the single-device model; this package changes it from outside
+(plan.py: what is split how; model.py: applying it, hooks, the parallel classes;
+group.py: the process group, failures, and the channel front ends use):
 
   * `torch.distributed.tensor.parallel.parallelize_module` applies ColwiseParallel /
     RowwiseParallel plans on a one-dimensional DeviceMesh. The weights become DTensors:
@@ -42,6 +44,9 @@ How. `llama.model` stays the single-device model; this module changes it from ou
     - failures: a collective that times out or loses its peer raises RankFailureError
       with a message, instead of a deep gloo/NCCL traceback or a hang (the timeout is the
       process group's: LLAMA_TP_TIMEOUT seconds, default 600).
+    - inputs: each forward first compares a fingerprint of its tokens across ranks (one
+      small all-gather), so ranks given different inputs stop with TensorParallelError
+      instead of mixing their results.
 
 Every rank must run the same program: the same calls, on the same tokens, with the same
 hooks installed (SPMD). Launch with torchrun (see docs/PARALLEL.md):
@@ -50,8 +55,8 @@ hooks installed (SPMD). Launch with torchrun (see docs/PARALLEL.md):
 
 `parallelize(model)` applies the same to a model already in memory on every rank (tests,
 notebooks); `weights.load_model(path, parallel="tensor")` loads only each rank's part.
+`InputChannel` lets rank 0 read input and hand it to every rank (front ends).
 """
-
 
 from __future__ import annotations
 
