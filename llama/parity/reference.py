@@ -9,7 +9,10 @@ probabilities (the fused kernels do not have them).
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,13 +45,25 @@ def _quiet() -> Iterator[None]:
     transformers = require_transformers()
     logging = transformers.utils.logging
     before = logging.get_verbosity()
+    bars = logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    # Its GGUF reader draws a plain tqdm bar that the switch above does not reach.
+    gguf_utils = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if gguf_utils is None:
+        with contextlib.suppress(Exception):
+            gguf_utils = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
         logging.set_verbosity(before)
-        logging.enable_progress_bar()
+        if bars:
+            logging.enable_progress_bar()
 
 
 @dataclass
