@@ -94,6 +94,23 @@ def test_memory_estimate_picks_the_mode(tmp_path, monkeypatch):
     assert "not enough memory" in str(e.value) and "GiB" in str(e.value)
 
 
+@pytest.mark.parametrize("kind,fmt", [("llama2", "meta"), ("llama32", "hf"), ("qwen2", "hf-sharded"), ("qwen2", "gguf")])
+def test_layer_by_layer_gives_the_same_verdict(tmp_path, kind, fmt):
+    """One decoder layer of each side at a time (for models too big to hold): same points
+    compared, same end-to-end logits as with both models in memory."""
+    path = write_tiny(kind, fmt, tmp_path / "m")
+    together = check(path, PROMPTS[:2])
+    layers = check(path, PROMPTS[:2], mode="layer by layer")
+    assert layers.mode == "layer by layer" and layers.ok, layers.table()
+    for a, b in zip(together.prompts, layers.prompts):
+        assert [d.name for d in a.points] == [d.name for d in b.points]
+        assert b.logits_max_diff <= 1e-4 and abs(a.logits_max_diff - b.logits_max_diff) <= 1e-5
+        assert b.cached_max_diff is None  # not compared in this mode, and the table says so
+    assert any("not compared in this mode" in n for n in layers.notes)
+    # transformers reads safetensors one tensor at a time itself; other formats get ours.
+    assert any("not the file reading" in n for n in layers.notes) == (not fmt.startswith("hf"))
+
+
 # ---------------------------------------------------------------------------------------
 # Planted faults: the report must name the layer and hook point where they were planted
 # ---------------------------------------------------------------------------------------
@@ -124,6 +141,21 @@ def test_scaled_weight_in_layer_2(four_layers, hook, weight):
     for p in report.prompts:
         before = [x for x in p.points if x.layer is not None and x.layer < 2]
         assert before and all(x.within for x in before)
+
+
+def test_layer_by_layer_finds_a_fault_and_is_chosen_when_one_copy_does_not_fit(four_layers, monkeypatch):
+    from weights.checkpoint import MEMORY_ENV
+
+    estimate = check(four_layers, PROMPTS[:1]).memory
+    assert estimate["layerwise_bytes"] < min(estimate["ours_bytes"], estimate["reference_bytes"])
+    monkeypatch.setenv(MEMORY_ENV, str(estimate["layerwise_bytes"]))
+    report = check(four_layers, PROMPTS[:1], intervene={"layers.2.feed_forward.up": lambda v: v * 1.05})
+    assert report.mode == "layer by layer"
+    d = report.first_divergence
+    assert d is not None and d.point == "layers.2.feed_forward.up", report.table()
+    # Each layer got transformers' input: the layers after the fault agree again.
+    later = [x for x in report.prompts[0].points if x.layer == 3]
+    assert later and all(x.within for x in later)
 
 
 def _rotate_one_more_position(model):

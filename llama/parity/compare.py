@@ -397,10 +397,11 @@ def default_tol(dtype: torch.dtype) -> float:
     return DEFAULT_TOL.get(dtype, BF16_TOL)
 
 
-# bfloat16 and float16: both sides round every product to 8 (or 11) bits of mantissa, each
-# in its own order, so logits differ by far more than float32 rounding; this bound (see
-# docs/PARITY.md for the measurement) separates that rounding from a real fault.
-BF16_TOL = 1.0
+# bfloat16 (and float16): both sides round every product to 8 (11) bits of mantissa, each
+# in its own order, so logits differ by far more than float32 rounding. On the default
+# model in bfloat16 the measured max |logit difference| was 0.53-1.3 for a full forward and
+# up to 1.4 token by token (logits up to ~36; docs/PARITY.md); 2.0 holds that with margin.
+BF16_TOL = 2.0
 
 
 __all__ = [

@@ -117,6 +117,12 @@ class Family:
     layers: str  # path of the decoder-layer list in the transformers model
     top: dict[str, Source]  # our top-level hook names -> source
     per_layer: dict[str, Source]  # our per-layer local names -> source
+    # Paths of the other parts, for running one part at a time (llama.parity.layerwise).
+    embeddings: str = "model.embed_tokens"
+    final_norm: str = "model.norm"
+    head: str = "lm_head"
+    rotary: str = "model.rotary_emb"  # "" for a family without RoPE
+    attn_weights_of: str = "self_attn"  # the module whose output[1] is the probabilities
     # The last layer's residual: transformers' last hidden state is after the final norm.
     last_resid: Source = Source("module", "")
     # Per layer: submodule whose call kwargs a derived value needs ("self_attn"), or "".

@@ -202,29 +202,31 @@ def _first(x: Any) -> torch.Tensor:
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
-def trace(ref: Reference, ids: torch.Tensor, names: list[str], n_layers: int, head_dim: int) -> dict[str, torch.Tensor]:
-    """transformers' values at our hook points `names`, in our layouts (float32, CPU).
-
-    One forward with output_hidden_states / output_attentions, plus forward hooks on the
-    submodules the family's table names (removed again whatever happens).
-    """
-    fam = ref.family
-    model = ref.model
-    layers = model.get_submodule(fam.layers)
-    plan: dict[str, tuple[int | None, str, Any]] = {}
+def _plan(fam: Family, names: list[str], n_layers: int) -> dict[str, tuple[int | None, str, Any]]:
+    plan = {}
     for name in names:
         found = fam.source(name, n_layers)
         if found is not None:
             plan[name] = found
+    return plan
+
+
+@contextlib.contextmanager
+def _layer_hooks(fam: Family, layers: dict[int, torch.nn.Module], plan: dict, attn_weights: bool = False):
+    """Forward hooks on the submodules of each decoder layer that the plan reads. Yields
+    (raw, kwargs): raw[i]["self_attn.q_proj output"], kwargs[i] = the call kwargs of the
+    family's `kwargs_of` module. Removed again whatever happens."""
     wanted: dict[int, set[str]] = {}  # layer -> module paths to hook
     for layer, local, src in plan.values():
-        if layer is None:
+        if layer is None or layer not in layers:
             continue
         if src.kind == "module":
             wanted.setdefault(layer, set()).add(src.module)
         elif src.kind == "derived":
             wanted.setdefault(layer, set()).update(fam.derived_needs)
-    raw: dict[int, dict[str, torch.Tensor]] = {i: {} for i in wanted}
+        elif src.kind == "attentions" and attn_weights:
+            wanted.setdefault(layer, set()).add(fam.attn_weights_of)
+    raw: dict[int, dict[str, Any]] = {i: {} for i in layers}
     kwargs: dict[int, dict[str, Any]] = {}
     handles = []
 
@@ -233,13 +235,13 @@ def trace(ref: Reference, ids: torch.Tensor, names: list[str], n_layers: int, he
             if args:
                 raw[i][f"{path} input"] = _first(args).detach()
             raw[i][f"{path} output"] = _first(output).detach()
-
+            if isinstance(output, (tuple, list)) and len(output) > 1:
+                raw[i][f"{path} output[1]"] = output[1]
         return hook
 
     def kw_recorder(i: int):
         def hook(module, args, kw):
             kwargs[i] = dict(kw)
-
         return hook
 
     try:
@@ -248,30 +250,68 @@ def trace(ref: Reference, ids: torch.Tensor, names: list[str], n_layers: int, he
                 mod = layers[i].get_submodule(path) if path else layers[i]
                 handles.append(mod.register_forward_hook(recorder(i, path)))
             if fam.kwargs_of:
-                handles.append(
-                    layers[i].get_submodule(fam.kwargs_of).register_forward_pre_hook(kw_recorder(i), with_kwargs=True)
-                )
-        wants_probs = any(src.kind == "attentions" for _, _, src in plan.values())
-        with torch.no_grad():
-            out = model(input_ids=ids, output_hidden_states=True, output_attentions=wants_probs, use_cache=False)
-            result: dict[str, torch.Tensor] = {}
-            for name, (layer, local, src) in plan.items():
-                if src.kind == "hidden_states":
-                    k = src.index if layer is None else layer + src.index
-                    value = out.hidden_states[k]
-                elif src.kind == "attentions":
-                    value = out.attentions[layer]
-                elif src.kind == "logits":
-                    value = out.logits
-                elif src.kind == "module":
-                    value = raw[layer][f"{src.module} {src.io}"]
-                else:  # derived
-                    value = fam.derived[local](raw[layer], kwargs.get(layer, {}), layers[layer])
-                result[name] = src.layout(value, head_dim).float().cpu()
+                attn = layers[i].get_submodule(fam.kwargs_of)
+                handles.append(attn.register_forward_pre_hook(kw_recorder(i), with_kwargs=True))
+        yield raw, kwargs
     finally:
         for h in handles:
             h.remove()
+
+
+def _value(fam, src, layer, local, raw, kwargs, layers):
+    if src.kind == "module":
+        return raw[layer][f"{src.module} {src.io}"]
+    if src.kind == "derived":
+        return fam.derived[local](raw[layer], kwargs.get(layer, {}), layers[layer])
+    raise KeyError(src.kind)
+
+
+def trace(ref: Reference, ids: torch.Tensor, names: list[str], n_layers: int, head_dim: int) -> dict[str, torch.Tensor]:
+    """transformers' values at our hook points `names`, in our layouts (float32, CPU).
+
+    One forward with output_hidden_states / output_attentions, plus forward hooks on the
+    submodules the family's table names.
+    """
+    fam = ref.family
+    model = ref.model
+    layer_list = model.get_submodule(fam.layers)
+    layers = dict(enumerate(layer_list))
+    plan = _plan(fam, names, n_layers)
+    wants_probs = any(src.kind == "attentions" for _, _, src in plan.values())
+    result: dict[str, torch.Tensor] = {}
+    with _layer_hooks(fam, layers, plan) as (raw, kwargs), torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, output_attentions=wants_probs, use_cache=False)
+        for name, (layer, local, src) in plan.items():
+            if src.kind == "hidden_states":
+                value = out.hidden_states[src.index if layer is None else layer + src.index]
+            elif src.kind == "attentions":
+                value = out.attentions[layer]
+            elif src.kind == "logits":
+                value = out.logits
+            else:
+                value = _value(fam, src, layer, local, raw, kwargs, layers)
+            result[name] = src.layout(value, head_dim).float().cpu()
     return result
+
+
+def layer_trace(fam: Family, layer: torch.nn.Module, i: int, h: torch.Tensor, mask: torch.Tensor,
+                position_ids: torch.Tensor, position_embeddings: Any, names: list[str], n_layers: int,
+                head_dim: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One transformers decoder layer on input h (B, T, D): its values at our hook points
+    `names` of layer i (our layouts, float32, CPU) and its output (for the next layer)."""
+    plan = {n: v for n, v in _plan(fam, names, n_layers).items() if v[0] == i}
+    result: dict[str, torch.Tensor] = {}
+    with _layer_hooks(fam, {i: layer}, plan, attn_weights=True) as (raw, kwargs), torch.no_grad():
+        out = _first(layer(h, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings))
+        for name, (_, local, src) in plan.items():
+            if src.kind == "hidden_states" or (src.kind == "module" and src.module == "" and src.io == "output"):
+                value = out  # this layer's output is the residual after it
+            elif src.kind == "attentions":
+                value = raw[i][f"{fam.attn_weights_of} output[1]"]
+            else:
+                value = _value(fam, src, i, local, raw, kwargs, {i: layer})
+            result[name] = src.layout(value, head_dim).float().cpu()
+    return result, out
 
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
@@ -308,5 +348,6 @@ __all__ = [
     "reference_from_ours",
     "load_reference_tokenizer",
     "trace",
+    "layer_trace",
     "stepwise_logits",
 ]
