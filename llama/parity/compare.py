@@ -16,12 +16,12 @@ in forward order, Δ = max |ours - theirs|. A point is within tolerance when
 
 i.e. it must agree to about the relative precision that `tol` asks of the logits. MARGIN
 (10) is there because an intermediate value carries the rounding of everything before it:
-on the default model in float32 the healthiest run came to 1.45x the bare rule at the
-attention heads of layer 14 while its logits stayed at 0.56 of `tol`; a planted fault
-(a scaled weight, a RoPE position off by one, a wrong norm eps) lands between 100x and
-100,000x. The logits themselves are held to `tol` exactly. The first point past its
-tolerance, earliest over all prompts, is the first divergence; its name inside the layer
-says what computes it, and the family table turns that into a likely culprit. Its jump
+on the default model in float32 the worst healthy point came to 1.45x the bare rule (the
+feed-forward activation of layer 14) while the logits stayed at 0.56 of `tol`; planted
+faults (a weight scaled by 1%, a RoPE position off by one, a wrong norm eps) land at 270x
+to 50,000x of `allowed`. The logits themselves are held to `tol` exactly. The first point
+past its tolerance, earliest over all prompts, is the first divergence; its name inside
+the layer says what computes it, and the family table turns that into a likely culprit. Its jump
 (Δ/allowed there, over the largest Δ/allowed before it) tells a fault (a jump of orders
 of magnitude at one place) from rounding that grew gradually to the limit.
 """
@@ -248,6 +248,7 @@ def build_report(
         checkpoint=checkpoint, format=format, family=family.name, dtype=dtype, tol=tol, mode=mode,
         reference=reference, reference_error=reference_error, config_diffs=list(configs),
         tokenizer=tokenizer or TokenizerCheck(False, "not run"), memory=dict(memory or {}), notes=list(notes),
+        margin=MARGIN,
     )
     order = {name: k for k, name in enumerate(names)}
     first: tuple[int, PointDiff, str, str | None, float] | None = None  # order, point, prompt, last agreeing, jump

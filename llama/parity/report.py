@@ -135,6 +135,7 @@ class ParityReport:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
+    margin: float = 10.0  # intermediate points may carry this much more rounding (compare.MARGIN)
 
     @property
     def ok(self) -> bool:
@@ -268,7 +269,8 @@ def format_table(report: ParityReport) -> str:
                 f"{_e(p.cached_max_diff):>9} {cached_top1:>7}  {first}"
             )
         if any(p.points for p in r.prompts):
-            lines += ["", "layer by layer (largest Δ = max|ours - theirs| over the prompts; allowed = tol x |tensor| / |logits|)"]
+            lines += ["", "layer by layer (largest Δ = max|ours - theirs| over the prompts; "
+                      f"allowed = {r.margin:g} x tol x max|tensor| / max|logits|)"]
             lines += _layer_rows(r)
     lines.append("")
     if r.first_divergence:
