@@ -270,8 +270,8 @@ def _ours_only(ours, prompts, ids_list, tol, error, tok_check, stepwise, interve
     report.notes.append(
         "checked without transformers: our model loads and runs"
         + (", its logits are finite" if finite else "")
-        + (", and token by token through its KV cache it agrees with its full forward" if stepwise else "")
-        + " (see the cached column of the problems, if any)"
+        + (", and token by token through its KV cache it was compared with its own full forward "
+           "(a [cache] problem says if it differs)" if stepwise else "")
     )
     if not finite:
         report.problems.append(Problem("model", "our logits contain NaN or infinity"))
