@@ -17,6 +17,9 @@ from its own config and, for a Hugging Face folder, read from the safetensors fi
 their Hugging Face names; for GGUF and Meta files they get our reader's tensors converted
 by the family table (as in reference_from_ours), so in those formats this mode checks
 the forward code, not the file reading.
+
+Family-specific for now: our side calls llama.model's TransformerBlock(x, start_pos,
+freqs_cis, mask) and builds the RoPE table; a GPT-2 layer (issue 16) needs its own call.
 """
 
 from __future__ import annotations
