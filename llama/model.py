@@ -18,39 +18,21 @@ Shape legend used in the comments:
 
 Hook points ("taps"): every intermediate passes through `self.tap(name, value)`, which
 returns the value untouched unless llama.hooks has installed a hook on that module. The
-full name of a tap is the module's path plus the local name, e.g. `layers.3.attention.probs`;
-`Transformer.hook_names()` lists them all. With no hook installed a tap costs one
-attribute test.
+full name of a tap is the module's path plus the local name, e.g. `layers.3.attention.probs`.
+Each class lists its taps in forward order (`tap_points`, or `tap_order` where it has
+tappable children; see llama/taps.py); `model.hook_names()` expands them into every name.
+With no hook installed a tap costs one attribute test.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, ModelArgs
-
-
-class Tappable(nn.Module):
-    """A module whose intermediates can be observed or replaced by llama.hooks."""
-
-    # Local names of this module's hook points, in the order forward computes them.
-    tap_points: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Set by llama.hooks while a capture or intervention is active: (local_name, value)
-        # -> value. None means "no hooks here", the normal fast case.
-        self._tap_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None
-
-    def tap(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        if self._tap_fn is None:
-            return value
-        return self._tap_fn(name, value)
+from .taps import Child, Tappable
 
 
 class RMSNorm(nn.Module):
@@ -323,7 +305,9 @@ class FeedForward(Tappable):
 class TransformerBlock(Tappable):
     """x + attention(norm(x)), then h + feed_forward(norm(h)): pre-norm residual block."""
 
-    tap_points = ("attention_norm", "resid_mid", "ffn_norm", "resid_post")
+    # Hook points in forward order; a Child stands for all of that submodule's points.
+    tap_order = ("attention_norm", Child("attention", Attention), "resid_mid",
+                 "ffn_norm", Child("feed_forward", FeedForward), "resid_post")
 
     def __init__(self, layer_id: int, args: ModelArgs) -> None:
         super().__init__()
@@ -349,7 +333,11 @@ class TransformerBlock(Tappable):
 class Transformer(Tappable):
     """Token ids (B, T) -> float32 next-token logits (B, T, V)."""
 
-    tap_points = ("tok_embeddings", "norm", "logits")
+    family = "llama"  # recorded in capture files (llama/taps.py: how a model family plugs in)
+    # Hook points in forward order: the embeddings, every block's (layers.0 .. layers.N-1),
+    # the final norm, the logits. model.hook_names() lists them all.
+    tap_order = ("tok_embeddings", Child("layers", TransformerBlock, per_layer=True),
+                 "norm", "logits")
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -470,20 +458,6 @@ class Transformer(Tappable):
         for layer in self.layers:
             layer.attention.impl = impl
 
-    def hook_names(self) -> list[str]:
-        """Every hook point, in the order forward computes them."""
-        names = [f"{self.tap_points[0]}"]
-        for i, layer in enumerate(self.layers):
-            p = f"layers.{i}"
-            names.append(f"{p}.attention_norm")
-            names += [f"{p}.attention.{n}" for n in layer.attention.tap_points]
-            names.append(f"{p}.resid_mid")
-            names.append(f"{p}.ffn_norm")
-            names += [f"{p}.feed_forward.{n}" for n in layer.feed_forward.tap_points]
-            names.append(f"{p}.resid_post")
-        names += ["norm", "logits"]
-        return names
-
     def num_params(self) -> int:
         """Parameters, counting a tied embedding/output matrix once."""
         return sum(p.numel() for p in self.parameters())  # parameters() de-duplicates
@@ -528,6 +502,7 @@ def causal_mask(
 
 __all__ = [
     "ModelArgs",
+    "Tappable",
     "RMSNorm",
     "rope_inv_freq",
     "precompute_freqs_cis",
