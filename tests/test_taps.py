@@ -21,6 +21,7 @@ import llama.hooks
 from llama.config import ModelArgs
 from llama.hooks import load_capture, run_with_cache, save_capture
 from llama.model import Transformer
+from llama.source import hook_source
 from llama.taps import (
     Child,
     TapDeclarationError,
@@ -243,6 +244,9 @@ def test_a_second_family_declares_its_own_order(tmp_path):
     assert cap.context["model_class"] == model_class_name(ToyGPT) == f"{__name__}:ToyGPT"
     assert list(cap.tensors) == list(cache)
     assert hook_point(model, "layers.1.feed_forward.act") == ("layers.1.feed_forward.act", ToyMLP, "act")
+    # The source locator follows the family to its own file.
+    line = hook_source("layers.1.attention.probs", ToyGPT)
+    assert line.path == "tests/test_taps.py" and "scores.softmax(-1)" in line.text
 
 
 def test_model_class_lookup_imports_only_this_project():
