@@ -27,12 +27,16 @@ With no hook installed a tap costs one attribute test.
 from __future__ import annotations
 
 import math
+from typing import Mapping, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, ModelArgs
 from .taps import Child, Tappable
+
+V = TypeVar("V")
 
 
 class RMSNorm(nn.Module):
@@ -350,21 +354,16 @@ class Transformer(Tappable):
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one matrix, two uses
         # Derived from args, so not saved (persistent=False) and rebuilt by _apply below.
-        self.register_buffer("freqs_cis", self._build_freqs_cis(None), persistent=False)
+        self.register_buffer("freqs_cis", self.build_freqs_cis(None), persistent=False)
 
     # -- RoPE table ---------------------------------------------------------------
     def rope_scaling(self) -> dict[str, float] | None:
-        a = self.args
-        if not a.use_scaled_rope:
-            return None
-        return {
-            "factor": a.rope_scaling_factor,
-            "low_freq_factor": a.rope_low_freq_factor,
-            "high_freq_factor": a.rope_high_freq_factor,
-            "original_max_seq_len": a.rope_original_max_seq_len,
-        }
+        """Llama 3 frequency scaling as rope_inv_freq takes it, or None (ModelArgs says)."""
+        return self.args.rope_scaling()
 
-    def _build_freqs_cis(self, device: torch.device | None) -> torch.Tensor:
+    def build_freqs_cis(self, device: torch.device | None) -> torch.Tensor:
+        """This model's RoPE table (max_seq_len, Hd/2) on `device`: the one recipe that
+        __init__, .to() and the checkpoint loader (after a meta-device build) all use."""
         a = self.args
         return precompute_freqs_cis(
             a.head_dim, a.max_seq_len, a.rope_theta, self.rope_scaling(), device=device
@@ -377,7 +376,7 @@ class Transformer(Tappable):
         self._buffers.pop("freqs_cis", None)
         super()._apply(fn, recurse)
         device = self.tok_embeddings.weight.device
-        self.register_buffer("freqs_cis", self._build_freqs_cis(device), persistent=False)
+        self.register_buffer("freqs_cis", self.build_freqs_cis(device), persistent=False)
         return self
 
     # -- the forward pass ---------------------------------------------------------
@@ -469,7 +468,7 @@ class Transformer(Tappable):
         With tied embeddings, a checkpoint without `output.weight` uses the embedding for
         both, and after loading the two names point at one parameter again.
         """
-        state_dict = {k: v for k, v in state_dict.items() if k != "rope.freqs"}
+        state_dict = without_stored_rope_table(state_dict)
         tied = self.args.tie_embeddings
         if tied and "output.weight" not in state_dict and "tok_embeddings.weight" in state_dict:
             state_dict["output.weight"] = state_dict["tok_embeddings.weight"]
@@ -484,6 +483,16 @@ class Transformer(Tappable):
         if tied:
             self.output.weight = self.tok_embeddings.weight
         return result
+
+
+# Meta's Llama 2 checkpoints store their RoPE table under this name; the model computes its
+# own (freqs_cis), so every reader of a Meta state dict drops it.
+STORED_ROPE_TABLE = "rope.freqs"
+
+
+def without_stored_rope_table(state: Mapping[str, V]) -> dict[str, V]:
+    """A state dict (or {name: shape}) without Meta's stored RoPE table."""
+    return {k: v for k, v in state.items() if k != STORED_ROPE_TABLE}
 
 
 def causal_mask(
@@ -514,4 +523,6 @@ __all__ = [
     "TransformerBlock",
     "Transformer",
     "causal_mask",
+    "STORED_ROPE_TABLE",
+    "without_stored_rope_table",
 ]

@@ -1,4 +1,7 @@
-"""Hugging Face <-> Meta parameter names and q/k row layouts.
+"""Hugging Face <-> Meta parameter names and q/k row layouts (the HF layout mapping).
+
+This module only maps names and row orders, one tensor at a time; reading checkpoints is
+weights.hf / weights.gguf_file, writing them (what llama-convert does) is weights.save.
 
 Two things differ between a Hugging Face Llama checkpoint and Meta's:
 
@@ -22,6 +25,7 @@ import re
 import torch
 
 from llama.config import ModelArgs
+from llama.model import without_stored_rope_table
 
 
 class ConversionError(ValueError):
@@ -98,8 +102,9 @@ def meta_to_hf_name(name: str) -> str:
     raise ConversionError(f"unexpected tensor {name!r} in a Meta-format state dict")
 
 
-def _qk_heads(meta_name: str, args: ModelArgs) -> int | None:
-    """Heads to regroup by if this tensor's rows need the RoPE reordering, else None."""
+def qk_heads(meta_name: str, args: ModelArgs) -> int | None:
+    """Heads to regroup by if this tensor's rows need the RoPE reordering (wq: n_heads,
+    wk: n_kv_heads, and their biases), else None."""
     if ".attention.wq." in meta_name:
         return args.n_heads
     if ".attention.wk." in meta_name:
@@ -108,12 +113,12 @@ def _qk_heads(meta_name: str, args: ModelArgs) -> int | None:
 
 
 def hf_to_meta_tensor(meta_name: str, tensor: torch.Tensor, args: ModelArgs) -> torch.Tensor:
-    heads = _qk_heads(meta_name, args)
+    heads = qk_heads(meta_name, args)
     return tensor if heads is None else rotate_half_to_interleaved(tensor, heads)
 
 
 def meta_to_hf_tensor(meta_name: str, tensor: torch.Tensor, args: ModelArgs) -> torch.Tensor:
-    heads = _qk_heads(meta_name, args)
+    heads = qk_heads(meta_name, args)
     return tensor if heads is None else interleaved_to_rotate_half(tensor, heads)
 
 
@@ -130,8 +135,20 @@ def hf_to_meta_state_dict(state_dict: dict[str, torch.Tensor], args: ModelArgs) 
 def meta_to_hf_state_dict(state_dict: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
     """Meta names and layout -> Hugging Face's (the inverse of hf_to_meta_state_dict)."""
     out: dict[str, torch.Tensor] = {}
-    for name, tensor in state_dict.items():
-        if name == "rope.freqs":
-            continue
+    for name, tensor in without_stored_rope_table(state_dict).items():
         out[meta_to_hf_name(name)] = meta_to_hf_tensor(name, tensor, args)
     return out
+
+
+__all__ = [
+    "ConversionError",
+    "rotate_half_to_interleaved",
+    "interleaved_to_rotate_half",
+    "hf_to_meta_name",
+    "meta_to_hf_name",
+    "qk_heads",
+    "hf_to_meta_tensor",
+    "meta_to_hf_tensor",
+    "hf_to_meta_state_dict",
+    "meta_to_hf_state_dict",
+]
