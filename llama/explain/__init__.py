@@ -34,6 +34,7 @@ import torch
 
 from .. import model as model_module
 from ..checks import check_index
+from ..dtypes import dtype_name
 from ..model import Transformer
 from ..source import SourceLine, SourceLocatorError, SourceMap, display_path, source_of
 from .layer import LAYER_STAGES, LayerView
@@ -123,7 +124,7 @@ def walkthrough(
         f"llama-explain: one forward pass of {prompt!r}",
         f"model: {model_label or 'Transformer'}  D={a.dim} H={a.n_heads} KV={a.n_kv_heads} "
         f"Hd={a.head_dim} F={a.hidden_dim} V={a.vocab_size}, {a.n_layers} layers, "
-        f"weights {str(model.tok_embeddings.weight.dtype).replace('torch.', '')}",
+        f"weights {dtype_name(model.tok_embeddings.weight.dtype)}",
         f"source: {Path(inspect.getsourcefile(model_module)).resolve()}",
         f"showing: layer(s) {', '.join(map(str, layer_ids))}; token t={t} {short_piece(pieces[t])}; "
         f"head {head} (reads kv head {g}); RoPE pair {pair}; first {n_values} values of each vector",
