@@ -32,7 +32,8 @@ from llama.model import Transformer
 from tokenizer.gguf_container import gguf_files_in, is_gguf
 
 from .checkpoint import Checkpoint, build_model, parse_dtype
-from .errors import (
+from . import errors
+from .errors import (  # every one is re-exported (errors.__all__)
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -161,10 +162,5 @@ __all__ = [
     "detect_format",
     "default_model_path",
     "Checkpoint",
-    "CheckpointError",
-    "CheckpointNotFoundError",
-    "CorruptCheckpointError",
-    "UnsafeCheckpointError",
-    "StateDictMismatchError",
-    "InsufficientMemoryError",
+    *errors.__all__,
 ]

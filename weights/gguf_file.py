@@ -49,7 +49,7 @@ from llama.config import LLAMA3_ROPE_DEFAULTS, ConfigError, ModelArgs, llama3_ro
 from tokenizer.gguf_container import GGUF_MAGIC, is_gguf, read_gguf
 
 from .checkpoint import Checkpoint
-from .hf_layout import hf_to_meta_tensor, qk_heads
+from .hf_layout import hf_to_meta_tensor, qk_heads, rename_tensor
 from .errors import CheckpointError, CorruptCheckpointError
 
 MAGIC = GGUF_MAGIC  # b"GGUF" (the container reader's constant, re-exported)
@@ -73,13 +73,8 @@ _TOP_NAMES = {"token_embd": "tok_embeddings", "output_norm": "norm", "output": "
 
 
 def gguf_to_meta_name(name: str) -> str | None:
-    m = _LAYER.match(name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    if stem in _TOP_NAMES:
-        return f"{_TOP_NAMES[stem]}.{kind}"
-    return None
+    """Meta's name for a GGUF tensor name (None: no counterpart)."""
+    return rename_tensor(name, _LAYER, _LAYER_NAMES, _TOP_NAMES)
 
 
 def _damaged(path: Path, why: str) -> CorruptCheckpointError:

@@ -73,33 +73,51 @@ _HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 _META_LAYER = re.compile(r"^layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 
+def rename_tensor(
+    name: str,
+    layer_pattern: re.Pattern,
+    layer_names: dict[str, str],
+    top_names: dict[str, str],
+    layer_prefix: str = "layers",
+) -> str | None:
+    """A tensor's name in another vocabulary, from two tables, or None if neither knows it.
+
+    layer_pattern matches a per-layer name as (layer number, part, "weight" | "bias"); the
+    part is looked up in layer_names and the result is "{layer_prefix}.N.{new part}.{kind}".
+    Any other name is "stem.kind" with the stem looked up in top_names. Every format's
+    mapping (Hugging Face, GGUF) is these two tables.
+    """
+    m = layer_pattern.match(name)
+    if m and m.group(2) in layer_names:
+        return f"{layer_prefix}.{m.group(1)}.{layer_names[m.group(2)]}.{m.group(3)}"
+    stem, _, kind = name.rpartition(".")
+    if stem in top_names:
+        return f"{top_names[stem]}.{kind}"
+    return None
+
+
+_META_TO_HF_LAYER = {v: k for k, v in _LAYER_NAMES.items()}
+_META_TO_HF_TOP = {v: k for k, v in _TOP_NAMES.items()}
+
+
 def hf_to_meta_name(name: str) -> str | None:
     """Meta's name for a Hugging Face parameter name; None for buffers we rebuild ourselves."""
     if name.endswith("rotary_emb.inv_freq"):
         return None  # old transformers versions saved the RoPE table; we compute it
-    m = _HF_LAYER.match(name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    if stem in _TOP_NAMES:
-        return f"{_TOP_NAMES[stem]}.{kind}"
-    raise ConversionError(
-        f"unexpected tensor {name!r} in a Hugging Face Llama/Qwen2 checkpoint: it has no "
-        "counterpart in this model"
-    )
+    meta = rename_tensor(name, _HF_LAYER, _LAYER_NAMES, _TOP_NAMES)
+    if meta is None:
+        raise ConversionError(
+            f"unexpected tensor {name!r} in a Hugging Face Llama/Qwen2 checkpoint: it has no "
+            "counterpart in this model"
+        )
+    return meta
 
 
 def meta_to_hf_name(name: str) -> str:
-    m = _META_LAYER.match(name)
-    if m:
-        inverse = {v: k for k, v in _LAYER_NAMES.items()}
-        if m.group(2) in inverse:
-            return f"model.layers.{m.group(1)}.{inverse[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    inverse_top = {v: k for k, v in _TOP_NAMES.items()}
-    if stem in inverse_top:
-        return f"{inverse_top[stem]}.{kind}"
-    raise ConversionError(f"unexpected tensor {name!r} in a Meta-format state dict")
+    hf = rename_tensor(name, _META_LAYER, _META_TO_HF_LAYER, _META_TO_HF_TOP, "model.layers")
+    if hf is None:
+        raise ConversionError(f"unexpected tensor {name!r} in a Meta-format state dict")
+    return hf
 
 
 def qk_heads(meta_name: str, args: ModelArgs) -> int | None:
@@ -144,6 +162,7 @@ __all__ = [
     "ConversionError",
     "rotate_half_to_interleaved",
     "interleaved_to_rotate_half",
+    "rename_tensor",
     "hf_to_meta_name",
     "meta_to_hf_name",
     "qk_heads",

@@ -36,7 +36,8 @@ from .. import model as model_module
 from ..checks import check_index
 from ..dtypes import dtype_name
 from ..model import Transformer
-from ..source import SourceLine, SourceLocatorError, SourceMap, display_path, source_of
+from .. import source
+from ..source import SourceLine, SourceLocatorError, SourceMap, display_path, source_of  # noqa: F401 (re-exported)
 from .layer import LAYER_STAGES, LayerView
 from .text import (
     ExplainError,
@@ -237,11 +238,7 @@ def _check_layers(layers: Sequence[int] | str, n_layers: int) -> list[int]:
 
 
 __all__ = [
-    "SourceLine",
-    "SourceMap",
-    "SourceLocatorError",
-    "source_of",
-    "display_path",
+    *source.__all__,  # the source locator, re-exported for the walkthrough's users
     "Stage",
     "Walkthrough",
     "ExplainError",
