@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -36,9 +37,11 @@ from typing import Callable, TextIO
 import torch
 
 from llama.checks import check_index
-from llama.dtypes import DTYPE_NAMES, dtype_name
 from llama.generate import GenerationError, check_sampling_args
 from llama.session import DEFAULT_SHOW, SETTING_NAMES, Change, Session, Settings, Table, TextTooLong
+
+from .loading import LoadError, add_model_options, banner, load, positive_int
+from .terminal import ask_yes_no, run_interactive, run_piped
 
 SHOWN_TOKENS = 64  # the token view shows at most this many (the last ones)
 BAR_WIDTH = 10
@@ -98,10 +101,7 @@ Type text to see its tokens and the next-token candidates. Commands:
   :help                this list
   :quit                exit (Ctrl-D works too)"""
 
-COMMANDS = (
-    "gen", "pick", "add", "text", "back", "tokens", "set", "chat", "lens", "attn", "pca",
-    "export", "truncate", "verify", "reset", "help", "quit",
-)
+COMMANDS = tuple(re.findall(r"^  :(\w+)", HELP, re.M))  # gen, pick, add, ... as :help lists them
 ALIASES = {"g": "gen", "p": "pick", "h": "help", "?": "help", "q": "quit", "exit": "quit"}
 
 
@@ -385,103 +385,8 @@ def _png_path(name: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------
-# Terminal: line editing, history, the loop
-# ----------------------------------------------------------------------------------
-
-
-def history_path() -> Path | None:
-    """LLAMA_REPL_HISTORY (empty = no history), else ~/.cache/llama-from-scratch/repl_history."""
-    env = os.environ.get("LLAMA_REPL_HISTORY")
-    if env is not None:
-        return Path(env).expanduser() if env else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "llama-from-scratch" / "repl_history"
-
-
-def setup_readline(path: Path | None):
-    """Line editing, history and :command completion; None if readline is unavailable."""
-    try:
-        import readline
-    except ImportError:  # e.g. Windows without pyreadline: plain input() still works
-        return None
-    if path is not None:
-        try:
-            readline.read_history_file(path)
-        except (OSError, ValueError):
-            pass  # first run, or an unreadable file: start with no history
-    readline.set_history_length(1000)
-
-    def complete(text: str, state: int):
-        line = readline.get_line_buffer()
-        if not line.startswith(":") or " " in line:
-            return None
-        matches = [":" + c for c in COMMANDS if (":" + c).startswith(text or ":")]
-        return matches[state] if state < len(matches) else None
-
-    readline.set_completer_delims(" \t\n")
-    readline.set_completer(complete)
-    readline.parse_and_bind("tab: complete")
-    return readline
-
-
-def save_history(readline, path: Path | None) -> None:
-    if readline is None or path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        readline.write_history_file(path)
-    except OSError:
-        pass  # a read-only home must not spoil the exit
-
-
-def ask_yes_no(question: str) -> bool:
-    try:
-        return input(question).strip().lower() in ("y", "yes")
-    except (EOFError, KeyboardInterrupt):
-        print()
-        return False
-
-
-def run_interactive(session: Repl) -> int:
-    path = history_path()
-    rl = setup_readline(path)
-    prompt = lambda: "chat> " if session.settings.chat else "> "  # noqa: E731
-    try:
-        while True:
-            try:
-                line = input(prompt())
-            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh line, like Python's
-                print("^C")
-                continue
-            except EOFError:  # Ctrl-D
-                print()
-                return 0
-            if not session.handle(line):
-                return 0
-    finally:
-        save_history(rl, path)
-
-
-def run_piped(session: Repl, stdin: TextIO) -> int:
-    for line in stdin:
-        if not session.handle(line):
-            break
-    return 0
-
-
-# ----------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {n}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -490,74 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Type text; see its tokens and the model's next-token candidates. "
         "':help' at the prompt lists the commands. Reads lines from a pipe too.",
     )
-    p.add_argument("--model", metavar="PATH", help="checkpoint: a .gguf file, an HF or Meta folder (default: the embedded SmolLM2-135M-Instruct)")
-    p.add_argument("--dtype", choices=DTYPE_NAMES + ("auto",), default="float32", help="weights dtype (default float32; auto = as stored)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
-    p.add_argument("--max-seq-len", type=_positive_int, default=None, metavar="N", help="limit the context to N tokens (default: the model's own), e.g. to save memory")
-    p.add_argument("--show", type=_positive_int, default=None, metavar="N", help=f"rows of the next-token table (default {DEFAULT_SHOW}); the sampling filter is ':set top_k'")
-    p.add_argument("--top-k", type=_positive_int, default=None, metavar="N", help="deprecated: the old name of --show")
+    add_model_options(p)
+    p.add_argument("--show", type=positive_int, default=None, metavar="N", help=f"rows of the next-token table (default {DEFAULT_SHOW}); the sampling filter is ':set top_k'")
+    p.add_argument("--top-k", type=positive_int, default=None, metavar="N", help="deprecated: the old name of --show")
     p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature for :gen (default 0 = greedy)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold for :gen")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (each :gen starts from it)")
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)")
-    p.add_argument("--plain-kernels", action="store_true", help="run every product through F.linear: slower, but the numbers transformers gives to 1e-4 (llama/speed.py)")
     p.add_argument("--chat", action="store_true", help="start with the chat template on")
     p.add_argument("--no-color", action="store_true", help="no colours even on a terminal (NO_COLOR works too)")
     return p
-
-
-def check_device(spec: str) -> torch.device:
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise ReplError(f"--device {spec!r} is not a device: use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ReplError("--device cuda: no CUDA GPU is available here (this torch sees none); use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ReplError(f"--device {spec}: there are only {torch.cuda.device_count()} CUDA devices")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ReplError("--device mps: Apple's MPS backend is not available here; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ReplError(f"--device {spec!r}: only cpu, cuda and mps are supported")
-    return device
-
-
-def _describe(e: Exception) -> str:
-    """The message of an exception, with its type when that is not self-explanatory."""
-    if isinstance(e, (ValueError, OSError)) and str(e):
-        return str(e)  # our loaders' errors are written to be read as they are
-    return f"{type(e).__name__}: {e}"
-
-
-def load(args: argparse.Namespace):
-    """(model, tokenizer, path) for the command line, or ReplError with what went wrong."""
-    from llama.speed import use_fast_kernels
-    from tokenizer import load_tokenizer
-    from weights import default_model_path, load_model
-
-    device = check_device(args.device)
-    if args.model is None:
-        try:
-            path = Path(default_model_path())
-        except Exception as e:  # noqa: BLE001 - the message is what matters here
-            raise ReplError(f"no --model given and the default model is unavailable: {e}") from None
-    else:
-        path = Path(args.model).expanduser()
-        if not path.exists():
-            raise ReplError(f"--model {args.model}: no such file or folder (give a .gguf file or a checkpoint folder)")
-    dtype = None if args.dtype == "auto" else args.dtype
-    try:
-        overrides = {} if args.max_seq_len is None else {"max_seq_len": args.max_seq_len}
-        model = load_model(path, dtype=dtype, device=str(device), **overrides)
-        if not args.plain_kernels:
-            use_fast_kernels(model)  # float32 on CPU: faster, equal to float32 rounding
-    except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways; say which
-        raise ReplError(f"could not load the model from {path}: {_describe(e)}") from None
-    try:
-        tok = load_tokenizer(path)
-    except Exception as e:  # noqa: BLE001
-        raise ReplError(f"loaded the weights from {path}, but not a tokenizer: {_describe(e)}") from None
-    return model, tok, path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,14 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be a non-negative integer, got {args.seed}")
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     interactive = sys.stdin.isatty()
     color = sys.stdout.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
     t0 = time.perf_counter()
     try:
         model, tok, path = load(args)
-    except ReplError as e:
+    except LoadError as e:
         print(f"llama-repl: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -597,18 +441,13 @@ def main(argv: list[str] | None = None) -> int:
         model, tok, settings, out=sys.stdout, color=color, interactive=interactive,
         name=path.name, checkpoint=str(path), confirm=ask_yes_no if interactive else None,
     )
-    a = model.args
-    info = (
-        f"{path.name}: {a.n_layers} layers, {a.dim} wide, vocab {a.vocab_size}, context "
-        f"{a.max_seq_len}, {dtype_name(model.tok_embeddings.weight.dtype)} on "
-        f"{model.tok_embeddings.weight.device} (loaded in {load_s:.1f} s)"
-    )
+    info = banner(model, path, load_s)
     if interactive:
         print(info)
         print("Type text to see the next-token candidates; :help lists the commands, Ctrl-D exits.")
-        return run_interactive(session)
+        return run_interactive(session.handle, lambda: "chat> " if session.settings.chat else "> ", COMMANDS)
     print(info, file=sys.stderr)  # keep stdout to the tables, for scripts
-    return run_piped(session, sys.stdin)
+    return run_piped(session.handle, sys.stdin)
 
 
 if __name__ == "__main__":
