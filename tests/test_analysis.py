@@ -25,6 +25,7 @@ from llama.analysis import (
     top_k,
 )
 from test_plots import tiny_model
+from test_plots_cli import checkpoint  # noqa: F401 - the tiny Meta-style checkpoint fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 IDS = [3, 17, 5, 42, 8, 8, 63, 2]
@@ -84,17 +85,6 @@ def test_every_registered_kind_is_a_llama_plot_kind_and_nothing_else():
         assert parser.parse_args([kind]).kind == kind
     with pytest.raises(SystemExit):
         parser.parse_args(["histogram"])
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    import json
-
-    model = tiny_model(seed=1, tie_embeddings=False)
-    folder = tmp_path_factory.mktemp("tiny_ckpt")
-    (folder / "params.json").write_text(json.dumps(model.args.to_dict()))
-    torch.save(model.state_dict(), folder / "consolidated.00.pth")
-    return folder
 
 
 @pytest.mark.parametrize("kind", list(VIEW_KINDS))

@@ -12,35 +12,14 @@ import threading
 import pytest
 import torch
 
-from llama.config import ModelArgs
 from llama.generate import model_lock
 from llama.model import Transformer
 from llama.session import Generation, Session, SessionError, Settings, TextTooLong
 from real_models import SMOLLM2_GGUF, needs_smollm2
-from test_repl_session import Calls, full_logits, table_rows
+from test_repl_session import CONTEXT, Calls, full_logits, model, table_rows, tok  # noqa: F401
 
 pytestmark = [needs_smollm2, pytest.mark.usefixtures("one_thread")]
-CONTEXT = 64
 PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from tokenizer import load_tokenizer
-
-    return load_tokenizer(SMOLLM2_GGUF)
-
-
-@pytest.fixture(scope="module")
-def model(tok):
-    torch.manual_seed(1)
-    args = ModelArgs(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
-                     ffn_hidden_dim=128, max_seq_len=CONTEXT, tie_embeddings=True)
-    m = Transformer(args).eval()
-    with torch.no_grad():  # wide logits with clear winners; varied continuations
-        m.tok_embeddings.weight.normal_(0, 1.0)
-        m.norm.weight.normal_(0, 1.0)
-    return m
 
 
 def assert_matches_full(s: Session, model, tol=1e-4):

@@ -17,39 +17,7 @@ The analysis names are importable from here too (`from llama.plots import logit_
 as they were before the numbers moved to llama.analysis; new code imports them from there.
 """
 
-from ..analysis import (  # noqa: F401 - re-exported for code written before llama.analysis
-    PCA,
-    ActivationStats,
-    AttentionMaps,
-    LogitLens,
-    ModelSummary,
-    ParamStats,
-    PCAResult,
-    RopeTable,
-    Saliency,
-    Tokens,
-    TopK,
-    activation_stats,
-    attention_maps,
-    first_token_share,
-    logit_lens,
-    model_summary,
-    param_stats,
-    parse_stages,
-    pca,
-    pca_stages,
-    plain_tokens,
-    rope_table,
-    run_and_capture,
-    saliency,
-    stage_label,
-    stage_names,
-    summary_text,
-    tensor_stats,
-    tokens_from_pieces,
-    tokens_from_tokenizer,
-    top_k,
-)
+from ..analysis import *  # noqa: F401,F403 - the analysis names, for code written before it
 from ._common import PlotError, readable_token, save_figure
 from .activations import plot_activations
 from .architecture import plot_architecture
