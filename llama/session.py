@@ -478,7 +478,8 @@ class Session:
             with self.ctx.full_run(ids):
                 return run_and_capture(self.model, self._token_tensor(), names)
 
-        return ViewSource.from_model(self.model, self.tokenizer, ids, self.text, self.name, run=run)
+        return ViewSource.from_model(self.model, self.tokenizer, ids, self.tokenizer.decode(ids),
+                                     self.name, run=run)
 
     def view(self, kind: str, **options: Any) -> View:
         """One registered view (llama.analysis.VIEW_KINDS) of the current text."""

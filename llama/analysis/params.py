@@ -58,7 +58,7 @@ def weight_kinds(block: torch.nn.Module) -> tuple[list[str], list[str]]:
     """Paths of the modules inside a block that own a weight: (matrices, vectors)."""
     matrices, vectors = [], []
     for name, module in block.named_modules():
-        w = module._parameters.get("weight") if name else None
+        w = dict(module.named_parameters(recurse=False)).get("weight") if name else None
         if w is not None:
             (matrices if w.dim() > 1 else vectors).append(name)
     return matrices, vectors
@@ -147,7 +147,7 @@ def param_stats(model: torch.nn.Module) -> ParamStats:
     # Everything outside the blocks (embeddings, final norm, an untied output), each once.
     others, seen = {}, set()
     for name, module in model.named_children():
-        w = module._parameters.get("weight") if name != "layers" else None
+        w = dict(module.named_parameters(recurse=False)).get("weight") if name != "layers" else None
         if w is not None and id(w) not in seen:
             seen.add(id(w))
             others[name] = tensor_stats(w)

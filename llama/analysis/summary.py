@@ -1,4 +1,4 @@
-"""summary: what a model is made of, in numbers and as a figure.
+"""summary: what a model is made of, in numbers.
 
 `model_summary(model)` (or `model_summary(args)` when only the configuration is known, e.g.
 from an exported capture) returns a ModelSummary: the configuration, the parameter count
