@@ -71,12 +71,12 @@ def write(args: argparse.Namespace) -> None:
 
     from llama.config import ModelArgs
     from llama.model import Transformer
-    from weights.checkpoint import _weights_on_meta
+    from weights.checkpoint import weights_on_meta
     from weights.save import save_hf, save_meta
 
     margs = ModelArgs(dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
                       vocab_size=args.vocab, ffn_hidden_dim=args.hidden, max_seq_len=512)
-    with _weights_on_meta():
+    with weights_on_meta():
         shapes = {n: tuple(t.shape) for n, t in Transformer(margs).state_dict().items()}
     gen = torch.Generator().manual_seed(0)
     state = {}

@@ -100,10 +100,10 @@ def test_hf_slices_and_an_uneven_vocabulary(folders):
 
 def test_memory_check_counts_this_ranks_share(folders, monkeypatch):
     from llama.model import Transformer
-    from weights.checkpoint import _weights_on_meta
+    from weights.checkpoint import weights_on_meta
 
     source = wp.open_meta_sliced(folders["llama2-2"], ctx(0, 2))
-    with _weights_on_meta():
+    with weights_on_meta():
         model = Transformer(source.checkpoint.args)
     plan = shard_plan(source.checkpoint.args, source.embedding_dim)
     monkeypatch.setenv("LLAMA_AVAILABLE_MEMORY", "64MiB")  # < the 64 MiB margin + share

@@ -30,7 +30,6 @@ of them raise the same error instead of leaving the rest waiting.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any, Callable
 
 import torch
 
-from llama.config import ConfigError, ModelArgs
 from llama.model import Transformer
 from llama.parallel import (
     ParallelContext,
@@ -54,16 +52,9 @@ from llama.parallel import (
     shard_plan,
 )
 
-from .checkpoint import (
-    Checkpoint,
-    _weights_on_meta,
-    available_memory,
-    check_state,
-    dtype_name,
-    rebuild_rope,
-)
-from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, InsufficientMemoryError
-from .meta import _parent_rope, load_pth, shard_paths, split_dim
+from .checkpoint import Checkpoint, available_memory, check_state, dtype_name, rebuild_rope, weights_on_meta
+from .errors import CheckpointError, CheckpointNotFoundError, InsufficientMemoryError
+from .meta import load_pth, meta_args, native_dtype, read_params, shard_keys, shard_paths, split_dim
 
 
 @dataclass
@@ -97,31 +88,8 @@ def _copied(t: torch.Tensor, source: torch.Tensor, dtype: torch.dtype) -> torch.
 # ----------------------------------------------------------------------------------
 
 
-def _meta_args(folder: Path, params: dict, shapes: dict, keys: set, overrides: dict) -> ModelArgs:
-    # The same rules as weights.meta.open_meta (keep the two in step).
-    fields = dict(params)
-    if fields.get("vocab_size", -1) == -1:
-        fields["vocab_size"] = shapes["tok_embeddings.weight"][0]
-    if "output.weight" not in keys:
-        fields["tie_embeddings"] = True
-    if fields.get("use_scaled_rope") or overrides.get("use_scaled_rope"):
-        if "rope_scaling_factor" not in fields and "rope_scaling_factor" not in overrides:
-            fields.update(_parent_rope(folder))
-    fields.update(overrides)
-    try:
-        return ModelArgs(**fields)
-    except ConfigError as e:
-        raise CheckpointError(f"{folder / 'params.json'}: {e}") from None
-
-
 def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> SlicedSource:
-    params_path = folder / "params.json"
-    try:
-        params = json.loads(params_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CorruptCheckpointError(f"cannot read {params_path}: {e}") from None
-    if not isinstance(params, dict) or not isinstance(params.get("dim"), int):
-        raise CorruptCheckpointError(f"{params_path} is not a JSON object with an integer 'dim'")
+    params = read_params(folder)  # params.json, names and config: the rules of open_meta
     paths = shard_paths(folder)
     if not paths:
         raise CheckpointNotFoundError(f"{folder} has params.json but no consolidated.NN.pth file")
@@ -131,15 +99,7 @@ def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> Sl
     # (mapping reads no tensor data; only the ranges cut out below are ever touched).
     opened = {ctx.rank: load_pth(paths[ctx.rank])} if own_only else {i: load_pth(p) for i, p in enumerate(paths)}
     sample = next(iter(opened.values()))
-    keys = set(sample)
-    for i, s in opened.items():
-        if set(s) != keys:
-            raise CorruptCheckpointError(
-                f"{paths[i].name} and {paths[0].name} in {folder} hold different tensors: "
-                "the shards do not belong together."
-            )
-    if "tok_embeddings.weight" not in keys:
-        raise CorruptCheckpointError(f"{paths[0]} has no tok_embeddings.weight: not a Llama checkpoint?")
+    keys = shard_keys(folder, paths, opened)
 
     dim = params["dim"]
     file_dims: dict[str, int | None] = {}
@@ -154,7 +114,7 @@ def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> Sl
             total = shape[d] * n if own_only else sum(s[name].shape[d] for s in opened.values())
             shape = shape[:d] + (total,) + shape[d + 1 :]
         shapes[name] = shape
-    args = _meta_args(folder, params, shapes, keys, overrides)
+    args = meta_args(folder, params, shapes, overrides)
 
     # The embedding is split the way the files split it (as Meta's reference does), except
     # that a tied one must be split by vocabulary rows, like the output it doubles as.
@@ -163,9 +123,7 @@ def open_meta_sliced(folder: Path, ctx: ParallelContext, **overrides: Any) -> Sl
     if own_only and emb_file != embedding_dim:
         own_only = False
         opened = {i: load_pth(p) for i, p in enumerate(paths)}
-    native = sample["tok_embeddings.weight"].dtype
-    if native not in (torch.float32, torch.bfloat16, torch.float16):
-        native = torch.float32
+    native = native_dtype(sample)
     shards = [opened[i] for i in sorted(opened)]
 
     def read_slice(name: str, dtype: torch.dtype, d: int | None) -> torch.Tensor:
@@ -286,7 +244,7 @@ def _load_local(path: Any, dtype: torch.dtype | None, ctx: ParallelContext, chec
     check_world_size(args, ctx.world_size, shards=source.shards, embedding_dim=source.embedding_dim)
     dtype = ckpt.native_dtype if dtype is None else dtype
 
-    with _weights_on_meta():
+    with weights_on_meta():
         model = Transformer(args)  # shapes, no storage
     names = [n for n in check_state(model, ckpt) if n != "rope.freqs"]
     plan = shard_plan(args, source.embedding_dim)

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..hooks.dispatch import tap_hooks
 from ..model import Attention, FeedForward, Transformer
 from .group import (
     ParallelContext,
@@ -105,29 +106,10 @@ def assign_local(model: Transformer, name: str, local: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------------
 
 
-def _hook_kinds(tap_fn: Any, local: str) -> tuple[bool, bool]:
-    """(is `local` observed?, is it edited?) by this module's llama.hooks dispatcher.
-
-    Reads the dispatcher's lists of (hook set, {local name: full name}); if the hook
-    machinery looks different, answer (True, True): gathering is then always done, which
-    is correct, only slower.
-    """
-    editors = getattr(tap_fn, "editors", None)
-    observers = getattr(tap_fn, "observers", None)
-    if not isinstance(editors, list) or not isinstance(observers, list) or getattr(tap_fn, "prev", None) is not None:
-        return True, True
-    try:
-        edited = any(local in names for _, names in editors)
-        observed = any(local in names for _, names in observers)
-    except (TypeError, ValueError):
-        return True, True
-    return observed, edited
-
-
 def _gathered_tap(module: Any, name: str, value: torch.Tensor, dim: int) -> torch.Tensor:
     from torch.distributed.tensor import DTensor, Replicate, Shard
 
-    observed, edited = _hook_kinds(module._tap_fn, name)
+    observed, edited = tap_hooks(module, name)  # only hooked points pay for a gather
     if not (observed or edited):
         return module._tap_fn(name, value)
     ctx: ParallelContext = module.tp
