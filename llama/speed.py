@@ -89,8 +89,13 @@ def use_fast_kernels(model: nn.Module) -> nn.Module:
     `use_standard_kernels(model)` undoes it. Other dtypes and devices are left as they
     are (for bfloat16, F.linear is already torch's fastest CPU kernel here). The fast
     kernels run under torch.no_grad() or torch.inference_mode(), as generation and the
-    REPL run the model; with autograd on, the products stay F.linear. Returns the model.
+    REPL run the model; with autograd on, the products stay F.linear. A tensor-parallel
+    model (llama.parallel.is_parallel: DTensor weights) is left as it is. Returns the model.
     """
+    from .parallel import is_parallel  # deferred: torch.distributed only when called
+
+    if is_parallel(model):
+        return model  # FastLinear's kernels have no DTensor rules
     FastLinear._onednn = _onednn_linear_op()
     for module in model.modules():
         w = getattr(module, "weight", None)

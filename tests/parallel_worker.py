@@ -32,7 +32,9 @@ WORKER = Path(__file__).resolve()
 DEVICE = os.environ.get("LLAMA_FS_TP_DEVICE", "cpu")  # "cuda": one GPU per rank, NCCL
 
 CAPTURED = ["layers.0.attention.probs", "layers.1.attention.q", "layers.0.attention.k_rot",
-            "layers.0.attention.heads", "layers.1.feed_forward.act", "layers.0.resid_post"]
+            "layers.0.attention.heads", "layers.1.feed_forward.act", "layers.0.resid_post",
+            # whole on every rank, but handed on by the plans as collectives still in flight
+            "tok_embeddings", "layers.0.attention.out", "layers.1.feed_forward.out"]
 
 
 def tokens_for(vocab: int) -> torch.Tensor:  # the same ids as the test's reference run
@@ -80,7 +82,26 @@ def compute(model) -> dict:
     grads = gradients(model, tokens[:1], lambda lg: lg[0, -1, target],
                       ["tok_embeddings", "layers.0.attention.heads"])
     out["grads"] = {k: v.cpu() for k, v in grads.items()}
+    out.update(weight_views(model))
     return out
+
+
+def weight_views(model) -> dict:
+    """The analysis views that read the weights themselves (llama-plot params / summary)."""
+    from llama.analysis import model_summary, param_stats
+
+    ps = param_stats(model)
+    as_t = lambda d: {k: torch.as_tensor(v) for k, v in d.items()}  # noqa: E731
+    s = model_summary(model)
+    return {
+        "param_stats": {
+            "stats": {kind: as_t(st) for kind, st in ps.stats.items()},
+            "hist": as_t(ps.hist), "rows": as_t(ps.rows),
+            "others": {k: vars(v) for k, v in ps.others.items()},
+        },
+        "summary": (s.params, s.total_params, s.tied, s.kv_bytes_full, s.weight_bytes),
+        "loaded": s.loaded,
+    }
 
 
 def run_one(path: str, device: str) -> dict:
@@ -107,7 +128,15 @@ def run_one(path: str, device: str) -> dict:
     stall = os.environ.get("TP_WORKER_STALL")
     if stall is not None and rank == int(stall):
         time.sleep(120)  # never joins the next collective
+    # The fast CPU kernels have no DTensor rules: use_fast_kernels leaves the model alone
+    # (and everything below runs after it).
+    from llama.parallel import is_parallel
+    from llama.speed import FastLinear, use_fast_kernels
+
+    use_fast_kernels(model)
     out = compute(model)
+    out["fast_linear_modules"] = sum(type(m) is FastLinear for m in model.modules())
+    out["is_parallel"] = is_parallel(model)
     out.update(opened=opened, rank=rank, world=model.tp.world_size,
                wq_local_shape=tuple(model.layers[0].attention.wq.weight.to_local().shape))
     tokens = tokens_for(model.args.vocab_size).to(model.tp.device)

@@ -219,3 +219,31 @@ def test_rank0_decides_and_sampling_follows(runs, reference, checkpoints, run, k
     expected = generate_ids(model, tokens[0, :4].tolist(), 8, temperature=3.0, seed=1234)
     assert expected != reference[name]["generated"][:8]  # sampled, not greedy
     assert all(g["sampled"] == expected for g in got)
+
+
+@pytest.mark.parametrize("run,k,name", CASES, ids=CASE_IDS)
+def test_weight_views_gather_the_full_weights(runs, reference, run, k, name):
+    """params (weight statistics) and summary read DTensor weights: the same numbers as one
+    process; the summary says what this rank holds."""
+    ref = reference[name]
+    for got in ranks_of(runs, run, k):
+        assert got["summary"] == ref["summary"]
+        a, b = got["param_stats"], ref["param_stats"]
+        assert a["others"].keys() == b["others"].keys()
+        for part, st in b["others"].items():
+            assert a["others"][part] == pytest.approx(st, rel=1e-6, abs=1e-9), part
+        for kind, stats in b["stats"].items():
+            for stat, value in stats.items():
+                assert torch.allclose(a["stats"][kind][stat], value, rtol=1e-6, atol=1e-9), (kind, stat)
+        for field in ("hist", "rows"):
+            for kind, value in b[field].items():
+                assert torch.allclose(a[field][kind], value, rtol=1e-6, atol=1e-6), (field, kind)
+        assert "on this rank" in got["loaded"] and "on this rank" not in ref["loaded"]
+        assert got["loaded"].startswith(ref["loaded"])
+
+
+def test_fast_kernels_leave_a_parallel_model_alone(runs):
+    for got in ranks_of(runs, "2 ranks", 0):
+        assert got["is_parallel"] and got["fast_linear_modules"] == 0
+        # (and every result above was computed after that call: the model still works)
+

@@ -282,7 +282,11 @@ def _agree(ctx: ParallelContext, error: BaseException | None) -> None:
         dist.all_gather_object(statuses, mine)
     except RuntimeError as e:
         if is_rank_failure(e):
-            raise rank_failure(ctx, e, "loading the model") from (error or e)
+            if error is not None:
+                # Our own error says more; the others may have raised theirs and left the
+                # collective already (all ranks often fail the same check at once).
+                raise error from None
+            raise rank_failure(ctx, e, "loading the model") from e
         raise
     if error is not None:
         raise error

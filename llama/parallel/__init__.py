@@ -74,12 +74,14 @@ from .group import (
     rank_failure,
     shutdown,
     timeout_seconds,
+    torchrun_world_size,
 )
 from .model import (
     TensorParallelAttention,
     TensorParallelFeedForward,
     TensorParallelTransformer,
     assign_local,
+    is_parallel,
     parallelize,
 )
 from .plan import check_world_size, local_range, module_plan, shard_plan, valid_world_sizes
@@ -108,4 +110,6 @@ __all__ = [
     "is_main",
     "InputChannel",
     "shutdown",
+    "torchrun_world_size",
+    "is_parallel",
 ]

@@ -168,9 +168,15 @@ class InputChannel:
             dist.broadcast_object_list(box, src=0, group=self.group)
         except RuntimeError as e:
             if is_rank_failure(e):
+                first = (str(e).splitlines() or [""])[0][:200]
+                if self.is_main:
+                    raise RankFailureError(
+                        f"rank 0: lost another rank while handing it the input ({first}): "
+                        "it has probably died; look at its output above."
+                    ) from e
                 raise RankFailureError(
                     f"rank {self.rank}: lost rank 0 while waiting for its input "
-                    f"({(str(e).splitlines() or [''])[0][:200]}): rank 0 has probably exited."
+                    f"({first}): rank 0 has probably exited."
                 ) from e
             raise
         return box[0]
@@ -184,6 +190,17 @@ def shutdown() -> None:
             dist.barrier()
         finally:
             dist.destroy_process_group()
+
+
+def torchrun_world_size() -> int:
+    """The number of ranks torchrun started this process among (WORLD_SIZE), 1 otherwise.
+
+    Front ends load with parallel="tensor" when this is more than 1.
+    """
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def is_main() -> bool:

@@ -125,6 +125,30 @@ def _gathered_tap(module: Any, name: str, value: torch.Tensor, dim: int) -> torc
     return local.redistribute(ctx.mesh, [Shard(dim)]).to_local().contiguous()
 
 
+def _concrete(value: torch.Tensor) -> torch.Tensor:
+    """The value itself, not a collective still in flight.
+
+    The plans' outputs (after an all-reduce or all-gather) are torch's
+    AsyncCollectiveTensor, waited for at the first operation on them; a hook may read the
+    storage first (captures compare storages to decide whether to copy), which such a
+    tensor does not have yet. So a hooked point gets a finished copy (only hooked points:
+    without hooks the tap returns before this).
+    """
+    if not callable(getattr(value, "wait", None)):  # AsyncCollectiveTensor.wait(); plain tensors have none
+        return value
+    # Any operation waits for it; wait() itself would cut the autograd graph (gradients at
+    # these points), a copy through the usual dispatch keeps it.
+    return value.clone()
+
+
+def _tap(module: Any, name: str, value: torch.Tensor) -> torch.Tensor:
+    """A TensorParallel* module's tap (after the usual no-hooks test)."""
+    dim = module.split_taps.get(name)
+    if dim is None:
+        return module._tap_fn(name, _concrete(value))  # whole on every rank already
+    return _gathered_tap(module, name, value, dim)
+
+
 class TensorParallelAttention(Attention):
     """Attention over this rank's heads; hooks on head-split values see all the heads."""
 
@@ -134,8 +158,7 @@ class TensorParallelAttention(Attention):
     def tap(self, name: str, value: torch.Tensor) -> torch.Tensor:
         if self._tap_fn is None:
             return value  # no hooks: the usual one attribute test
-        dim = self.split_taps.get(name)
-        return self._tap_fn(name, value) if dim is None else _gathered_tap(self, name, value, dim)
+        return _tap(self, name, value)
 
 
 class TensorParallelFeedForward(FeedForward):
@@ -146,8 +169,7 @@ class TensorParallelFeedForward(FeedForward):
     def tap(self, name: str, value: torch.Tensor) -> torch.Tensor:
         if self._tap_fn is None:
             return value
-        dim = self.split_taps.get(name)
-        return self._tap_fn(name, value) if dim is None else _gathered_tap(self, name, value, dim)
+        return _tap(self, name, value)
 
 
 # ----------------------------------------------------------------------------------
@@ -162,6 +184,7 @@ class TensorParallelTransformer(Transformer):
     """
 
     tp: ParallelContext
+    split_taps: dict[str, int] = {}  # the model's own points (embeddings, norm, logits) are whole
     # Compare every call's input across ranks first (one small all-gather): ranks that were
     # given different tokens would otherwise mix their results into wrong logits silently.
     check_inputs = True
@@ -175,6 +198,11 @@ class TensorParallelTransformer(Transformer):
             if is_rank_failure(e) and not isinstance(e, RankFailureError):
                 raise rank_failure(self.tp, e, "the forward pass") from e
             raise
+
+    def tap(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        if self._tap_fn is None:
+            return value
+        return _tap(self, name, value)
 
     def _check_same_input(self, tokens: torch.Tensor, start_pos: int, last_only: bool) -> None:
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or not isinstance(start_pos, int):
@@ -198,3 +226,21 @@ class TensorParallelTransformer(Transformer):
 
     def extra_repr(self) -> str:
         return f"tensor parallel: rank {self.tp.rank} of {self.tp.world_size} on {self.tp.device}"
+
+
+def is_parallel(model: nn.Module) -> bool:
+    """Is `model` split across ranks (its weights DTensors)?
+
+    Code that needs each weight whole in this process must check this first and leave
+    such a model alone: llama.speed's fast kernels (FastLinear calls oneDNN and bmm on the
+    weight, which DTensor has no rule for), optimize(), anything that multiplies a weight
+    by a plain tensor.
+    """
+    if isinstance(model, TensorParallelTransformer):
+        return True
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch without torch.distributed
+        return False
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
