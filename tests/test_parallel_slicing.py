@@ -113,3 +113,26 @@ def test_memory_check_counts_this_ranks_share(folders, monkeypatch):
         wp._check_rank_memory(model, plan, torch.float32, ctx(0, 2))
     monkeypatch.setenv("LLAMA_AVAILABLE_MEMORY", "1GiB")
     wp._check_rank_memory(model, plan, torch.float32, ctx(0, 2))
+
+
+def test_tap_hooks_tells_the_parallel_taps_what_to_gather(folders):
+    """llama.hooks.tap_hooks: (observed, edited) for one tap of one module. The parallel
+    taps all-gather a head-split value only when this says someone reads or edits it."""
+    from llama.hooks import capture, intervene, tap_hooks
+
+    model = load_model(folders["llama2-1"])
+    attention = model.layers[0].attention
+    assert tap_hooks(attention, "probs") == (False, False)  # nothing installed
+    with capture(model, "layers.0.attention.probs"):
+        assert tap_hooks(attention, "probs") == (True, False)
+        assert tap_hooks(attention, "q") == (False, False)  # another tap of the same module
+        assert tap_hooks(model.layers[1].attention, "probs") == (False, False)
+        with intervene(model, {"layers.0.attention.q": lambda v: v}):
+            assert tap_hooks(attention, "q") == (False, True)
+            assert tap_hooks(attention, "probs") == (True, False)
+    assert tap_hooks(attention, "probs") == (False, False)  # removed on exit
+    attention._tap_fn = lambda name, value: value  # someone else's function: assume both
+    try:
+        assert tap_hooks(attention, "probs") == (True, True)
+    finally:
+        attention._tap_fn = None
