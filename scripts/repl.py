@@ -3,6 +3,7 @@
     llama-repl                                   # the embedded SmolLM2-135M-Instruct, offline
     llama-repl --model path/to/checkpoint --dtype bfloat16 --device cuda --show 5
     echo "The capital of France is" | llama-repl # scripted: the same table, no colours
+    llama-repl --nproc-per-node 2 --model PATH  # split over 2 processes (scripts/repl_parallel.py)
 
 At the prompt, a line of text replaces the current text; its tokens and the top-k next
 tokens are printed:
