@@ -255,11 +255,14 @@ def _lead(repl: Repl, channel, interrupts: Interrupts, interactive: bool, info: 
 
     def handle(line: str) -> bool:
         nonlocal done
-        seed = secrets.randbits(63)
-        channel.share((line, seed))
+        # From before the line is shared until every rank has handled it, Ctrl-C is a flag:
+        # a KeyboardInterrupt in between would leave the other ranks waiting.
         with interrupts.deferred():
+            seed = secrets.randbits(63)
+            channel.share((line, seed))
             go_on = _handle(repl, line, seed)
-        if interrupts.take():  # Ctrl-C during a command that could not stop halfway
+            stray = interrupts.take()
+        if stray:  # Ctrl-C during a command that could not stop halfway
             repl.write(repl.style("dim", "[Ctrl-C: only a generation stops early on several ranks; "
                                   "this command ran to its end]"))
         done = not go_on
@@ -270,7 +273,12 @@ def _lead(repl: Repl, channel, interrupts: Interrupts, interactive: bool, info: 
         if interactive:
             print(info)
             print(WELCOME)
-            code = run_interactive(handle, prompt_for(repl), COMMANDS)
+            while True:
+                try:
+                    code = run_interactive(handle, prompt_for(repl), COMMANDS)
+                    break
+                except KeyboardInterrupt:  # between two lines, where every rank is too
+                    print("^C")
         else:
             print(info, file=sys.stderr)  # stdout keeps to the tables, as in one process
             code = run_piped(handle, sys.stdin)
