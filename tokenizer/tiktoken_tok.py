@@ -553,8 +553,11 @@ def from_gguf(meta: dict, source: str) -> TiktokenTokenizer:
 
     bos_id = meta.get("tokenizer.ggml.bos_token_id")
     eos_id = meta.get("tokenizer.ggml.eos_token_id")
-    # llama.cpp adds BOS when the file does not say otherwise; SmolLM2 and Qwen2 say false.
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", bos_id is not None))
+    # llama.cpp's rule: tokenizer.ggml.add_bos_token when the file has it (SmolLM2 and Qwen2
+    # say false); otherwise a BPE vocabulary adds BOS only with the Llama 3 pre-tokenizer.
+    # GPT-2's GGUF files say nothing, and GPT-2 adds no BOS.
+    default_bos = bos_id is not None and pre in ("llama-bpe", "llama3", "llama-v3")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", default_bos))
     extra_stops = [meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("eot", "eom")]
     return TiktokenTokenizer(
         kind="gguf-gpt2",
