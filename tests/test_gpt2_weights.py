@@ -353,3 +353,10 @@ def test_name_map_and_transposition_helpers():
     assert torch.equal(conv1d_to_linear("layers.0.attention.wo.weight", w), w.t())
     assert conv1d_to_linear("layers.0.attention.wo.bias", w) is w
     assert conv1d_to_linear("tok_embeddings.weight", w) is w
+
+
+def test_convert_refuses_gpt2(small, tmp_path):
+    from weights.save import convert
+
+    with pytest.raises(CheckpointError, match="gpt2 checkpoint; llama-convert writes Llama-family layouts only"):
+        convert(write_hf(small, tmp_path / "src"), tmp_path / "out", to="meta")
