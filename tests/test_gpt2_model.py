@@ -264,3 +264,18 @@ def test_config_refuses_unknown_overrides_and_llama_refers_to_it():
         ModelArgs.from_hf_config(GPT2_MEDIUM_CONFIG)
     with pytest.raises(TypeError, match="n_layers"):
         GPT2Config(n_layers=3)  # a protocol name, not a field: refused, not ignored
+
+
+def test_split_qkv_gives_the_q_k_v_projections(pair):
+    """The fused wqkv's three parts, as views, compute the q, k and v hooks."""
+    kind, hf, ours = pair
+    a = ours.args
+    tokens = tokens_for(a.vocab_size, length=8, seed=9)
+    _, cache = run_with_cache(ours, tokens, ["layers.1.attention_norm", "layers.1.attention.*"])
+    parts = ours.layers[1].attention.split_qkv()
+    x = cache["layers.1.attention_norm"]  # (B, T, D)
+    for name in ("q", "k", "v"):
+        w, b = parts[f"w{name}.weight"], parts[f"w{name}.bias"]
+        assert w.shape == (a.dim, a.dim) and w.data_ptr() >= ours.layers[1].attention.wqkv.weight.data_ptr()
+        got = (x @ w.T + b).view(*x.shape[:2], a.n_heads, a.head_dim)  # (B, T, D) -> (B, T, H, Hd)
+        assert torch.allclose(got, cache[f"layers.1.attention.{name}"], atol=1e-5), name
