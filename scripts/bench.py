@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from llama.dtypes import DTYPE_NAMES
+
 PREFILL_TOKENS = 256
 DECODE_TOKENS = 128
 SHORT_PROMPT = 8
@@ -323,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     parser = argparse.ArgumentParser(prog="llama-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="checkpoint path (default: the embedded SmolLM2-135M)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
     parser.add_argument("--no-transformers", action="store_true", help="measure ours only")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")

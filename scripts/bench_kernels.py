@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llama.dtypes import dtype_name
 from llama.speed import set_threads, use_fast_kernels
 
 SHAPES = {  # (out, in) of SmolLM2-135M's matrices
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                 fast_row = n_bytes / best_seconds(_run(layers, one, plain=False)) / 1e9
                 fast_many = flops / best_seconds(_run(layers, many, plain=False)) / 1e9
                 shape = f"{out_f}x{in_f}"
-                dname = str(dtype).removeprefix("torch.")
+                dname = dtype_name(dtype)
                 print(f"{dname:<9}{name:<8}{shape:>13}  {plain_row:>11.1f}{fast_row:>13.1f}  "
                       f"{plain_many:>11.1f}{fast_many:>13.1f}")
                 del layers
