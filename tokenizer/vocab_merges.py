@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from .base import TokenizerError
-from .tiktoken_tok import GPT2_PATTERN, TiktokenTokenizer, _ranks_from_vocab, _read_json, _token_text
+from .tiktoken_tok import GPT2_PATTERN, TiktokenTokenizer, ranks_from_vocab, read_json_or_none, token_text
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
@@ -80,7 +80,7 @@ def from_vocab_merges(vocab_path: str | Path, merges_path: str | Path) -> Tiktok
         raise TokenizerError(f"{vocab_path}: not a vocab.json (a JSON object of token -> id)")
     merges = read_merges(merges_path)
 
-    config = _read_json(vocab_path.with_name("tokenizer_config.json")) or {}
+    config = read_json_or_none(vocab_path.with_name("tokenizer_config.json")) or {}
     if config.get("add_prefix_space"):
         raise TokenizerError(
             f"{vocab_path.with_name('tokenizer_config.json')}: add_prefix_space=true is not "
@@ -90,7 +90,7 @@ def from_vocab_merges(vocab_path: str | Path, merges_path: str | Path) -> Tiktok
     added: dict[int, dict] = {int(i): t for i, t in (config.get("added_tokens_decoder") or {}).items()}
     # A key the config does not set keeps GPT2Tokenizer's default, as in transformers.
     defaults = {"bos_token": GPT2_SPECIAL, "eos_token": GPT2_SPECIAL, "unk_token": GPT2_SPECIAL, "pad_token": None}
-    names = {key: _token_text(config[key]) if key in config else d for key, d in defaults.items()}
+    names = {key: token_text(config[key]) if key in config else d for key, d in defaults.items()}
     for text in names.values():
         if text is not None and text in vocab and vocab[text] not in added:
             added[vocab[text]] = {"content": text, "special": True}
@@ -105,7 +105,7 @@ def from_vocab_merges(vocab_path: str | Path, merges_path: str | Path) -> Tiktok
         if spelled[i] is None:
             raise TokenizerError(f"{vocab_path}: token id {i} is missing from the vocabulary")
 
-    id_bytes, ranks, rank_to_id = _ranks_from_vocab(spelled, merges, set(added), source, ignore_merges=False)
+    id_bytes, ranks, rank_to_id = ranks_from_vocab(spelled, merges, set(added), source, ignore_merges=False)
     special, always, lstrip, rstrip = {}, {}, [], []
     for i, t in added.items():
         id_bytes[i] = t["content"].encode("utf-8")

@@ -22,7 +22,7 @@ from torch import nn
 
 from llama.gpt2 import GPT2
 from llama.model import Transformer
-from tokenizer.gguf_meta import read_gguf
+from tokenizer.gguf_container import read_gguf
 
 # family name -> the model class built for it
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"llama": Transformer, "gpt2": GPT2}

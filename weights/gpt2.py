@@ -55,9 +55,9 @@ from llama.gpt2 import GPT2Config
 
 from .checkpoint import Checkpoint
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
-from .gguf_file import _LAYER as _GGUF_LAYER
-from .gguf_file import _TensorData
-from .hf import INDEX, SINGLE, _shard_files, read_json
+from .gguf_file import GGUF_LAYER, TensorData
+from .hf import INDEX, SINGLE, read_json, shard_files
+from .hf_layout import rename_tensor
 from .meta import load_pth
 from .safetensors_file import SafetensorsFile
 
@@ -68,7 +68,7 @@ BIN_INDEX = "pytorch_model.bin.index.json"
 # Names, and the Conv1D transposition
 # ---------------------------------------------------------------------------------------
 
-_HF_LAYER = re.compile(r"^h\.(\d+)\.(ln_1|ln_2|attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.(weight|bias)$")
+_HF_LAYER = re.compile(r"^h\.(\d+)\.(.+)\.(weight|bias)$")
 _HF_LAYER_NAMES = {
     "ln_1": "attention_norm",
     "attn.c_attn": "attention.wqkv",
@@ -77,8 +77,7 @@ _HF_LAYER_NAMES = {
     "mlp.c_fc": "feed_forward.w1",
     "mlp.c_proj": "feed_forward.w2",
 }
-_HF_TOP = {"wte.weight": "tok_embeddings.weight", "wpe.weight": "pos_embeddings.weight",
-           "ln_f.weight": "norm.weight", "ln_f.bias": "norm.bias", "lm_head.weight": "output.weight"}
+_HF_TOP = {"wte": "tok_embeddings", "wpe": "pos_embeddings", "ln_f": "norm", "lm_head": "output"}
 # Buffers (the causal mask and its fill value) that transformers < 4.32 saved with the weights.
 _HF_IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")
 
@@ -102,10 +101,8 @@ def hf_gpt2_name(name: str) -> str | None:
     bare = name.removeprefix("transformer.")
     if _HF_IGNORED.match(bare):
         return None
-    m = _HF_LAYER.match(bare)
-    if m:
-        return f"layers.{m.group(1)}.{_HF_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
-    return _HF_TOP.get(bare, name)
+    # The two tables above, through the one renaming function every format uses.
+    return rename_tensor(bare, _HF_LAYER, _HF_LAYER_NAMES, _HF_TOP) or name
 
 
 def is_conv1d_weight(our_name: str) -> bool:
@@ -126,13 +123,8 @@ def linear_shape(our_name: str, file_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def gguf_gpt2_name(name: str) -> str | None:
-    m = _GGUF_LAYER.match(name)
-    if m and m.group(2) in _GGUF_LAYER_NAMES:
-        return f"layers.{m.group(1)}.{_GGUF_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    if stem in _GGUF_TOP:
-        return f"{_GGUF_TOP[stem]}.{kind}"
-    return None
+    """Our name for a GGUF gpt2 tensor (None: no counterpart)."""
+    return rename_tensor(name, GGUF_LAYER, _GGUF_LAYER_NAMES, _GGUF_TOP)
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,7 +172,7 @@ def _weight_files(folder: Path) -> dict[str, Any]:
     that holds it. Safetensors are preferred when a folder has both, as transformers does."""
     has_safetensors = (folder / SINGLE).is_file() or (folder / INDEX).is_file() or any(folder.glob("*.safetensors"))
     if has_safetensors:
-        by_name = _shard_files(folder)
+        by_name = shard_files(folder)
         if by_name:
             files = {p: SafetensorsFile(p) for p in sorted(set(by_name.values()))}
             for name, path in by_name.items():
@@ -265,7 +257,7 @@ def open_hf_gpt2(folder: Path, **overrides: Any) -> Checkpoint:
 def open_gguf_gpt2(path: Path, **overrides: Any) -> Checkpoint:
     from gguf import GGMLQuantizationType as Q
 
-    data = _TensorData(path)
+    data = TensorData(path)
     metadata = data.file.metadata
     tensors = data.infos  # GGUF name -> GGUFTensorInfo
 
