@@ -31,10 +31,11 @@ Shape legend used in the comments (the same letters as llama/model.py):
     V   vocabulary size               P   learned positions (n_positions)
 
 Hook points: every intermediate passes through `self.tap(name, value)` (see
-llama.model.Tappable). Where a value means the same as in the Llama model it has the
-same name (layers.3.attention.probs, layers.3.resid_post, ...); GPT-2 adds
-pos_embeddings and has no q_rot/k_rot (no RoPE) and no feed_forward.gate (no SwiGLU).
-`GPT2.hook_names()` lists them all in forward order.
+llama/taps.py). Where a value means the same as in the Llama model it has the same name
+(layers.3.attention.probs, layers.3.resid_post, ...); GPT-2 adds pos_embeddings and has
+no q_rot/k_rot (no RoPE) and no feed_forward.gate (no SwiGLU). Each class declares its
+taps in forward order (`tap_points`, or `tap_order` where it has tappable children), and
+`model.hook_names()` expands them, as for Llama.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError
-from .model import KVCache, Tappable, Transformer, causal_mask, check_tokens
+from .model import KVCache, Transformer, causal_mask, check_tokens
+from .taps import Child, Tappable
 
 # ----------------------------------------------------------------------------------
 # Configuration
@@ -344,7 +346,9 @@ class GPT2MLP(Tappable):
 class GPT2Block(Tappable):
     """x + attention(norm(x)), then h + mlp(norm(h)): the same pre-norm block as Llama's."""
 
-    tap_points = ("attention_norm", "resid_mid", "ffn_norm", "resid_post")
+    # Hook points in forward order; a Child stands for all of that submodule's points.
+    tap_order = ("attention_norm", Child("attention", GPT2Attention), "resid_mid",
+                 "ffn_norm", Child("feed_forward", GPT2MLP), "resid_post")
 
     def __init__(self, layer_id: int, args: GPT2Config) -> None:
         super().__init__()
@@ -369,7 +373,11 @@ class GPT2Block(Tappable):
 class GPT2(Tappable):
     """Token ids (B, T) -> float32 next-token logits (B, T, V)."""
 
-    tap_points = ("tok_embeddings", "pos_embeddings", "norm", "logits")
+    family = "gpt2"  # recorded in capture files (llama/taps.py: how a model family plugs in)
+    # Hook points in forward order: token and position embeddings, every block's, the final
+    # norm, the logits. model.hook_names() lists them all.
+    tap_order = ("tok_embeddings", "pos_embeddings", Child("layers", GPT2Block, per_layer=True),
+                 "norm", "logits")
 
     def __init__(self, args: GPT2Config) -> None:
         super().__init__()
@@ -416,19 +424,6 @@ class GPT2(Tappable):
     cache_length = Transformer.cache_length
     set_attention_impl = Transformer.set_attention_impl
     num_params = Transformer.num_params
-
-    def hook_names(self) -> list[str]:
-        """Every hook point, in the order forward computes them."""
-        names = ["tok_embeddings", "pos_embeddings"]
-        for i, layer in enumerate(self.layers):
-            p = f"layers.{i}"
-            names.append(f"{p}.attention_norm")
-            names += [f"{p}.attention.{n}" for n in layer.attention.tap_points]
-            names += [f"{p}.resid_mid", f"{p}.ffn_norm"]
-            names += [f"{p}.feed_forward.{n}" for n in layer.feed_forward.tap_points]
-            names.append(f"{p}.resid_post")
-        names += ["norm", "logits"]
-        return names
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
         """nn.Module.load_state_dict, keeping the tie: with tied embeddings a state dict

@@ -21,7 +21,9 @@ from gpt2_models import (
 )
 from llama.config import ConfigError, ModelArgs
 from llama.gpt2 import GPT2, GPT2Config
-from llama.hooks import capture, intervene, run_with_cache
+from llama.hooks import capture, intervene, load_capture, run_with_cache, save_capture
+from llama.source import hook_source
+from llama.taps import Tappable, hook_order
 from weights import load_model
 
 KINDS = list(TINY_GPT2)
@@ -162,6 +164,39 @@ def test_hook_names_and_shapes(pair):
     # The same positions for every sequence; rows are the learned vectors of positions 0..T-1.
     assert torch.equal(cache["pos_embeddings"][0], ours.pos_embeddings.weight[:T])
     assert torch.equal(cache["pos_embeddings"][1], cache["pos_embeddings"][0])
+
+
+def test_hook_order_is_the_order_taps_fire(pair, tmp_path):
+    """hook_names() comes from the classes' tap_order (llama.taps), and equals the order in
+    which a forward pass really calls the taps (recorded with a bare _tap_fn, not
+    llama.hooks); a capture file restores it from its recorded class alone."""
+    kind, hf, ours = pair
+    fired: list[str] = []
+    tappables = [(p, m) for p, m in ours.named_modules() if isinstance(m, Tappable)]
+    for prefix, module in tappables:
+        module._tap_fn = lambda local, value, prefix=prefix: (
+            fired.append(f"{prefix}.{local}" if prefix else local) or value)
+    ours.set_attention_impl("explicit")  # scores and probs fire only on this path
+    try:
+        with torch.no_grad():
+            ours(tokens_for(ours.args.vocab_size, length=4, batch=1))
+    finally:
+        for _, module in tappables:
+            module._tap_fn = None
+        ours.set_attention_impl("sdpa")
+        ours.reset_cache()
+    assert fired == ours.hook_names() == hook_order(GPT2, n_layers=ours.args.n_layers)
+
+    tokens = tokens_for(ours.args.vocab_size, length=5, batch=1)
+    _, cache = run_with_cache(ours, tokens)
+    path = save_capture(tmp_path / "gpt2.safetensors", cache, tokens=tokens, model=ours)
+    cap = load_capture(path)
+    assert cap.context["family"] == "gpt2" and cap.context["model_class"] == "llama.gpt2:GPT2"
+    assert list(cap.tensors) == ours.hook_names()
+    # Each name's source line is in llama/gpt2.py and computes that value.
+    assert hook_source("pos_embeddings", ours).path == "llama/gpt2.py"
+    assert "self.pos_embeddings(positions)" in hook_source("pos_embeddings", ours).text
+    assert "F.gelu" in hook_source("layers.1.feed_forward.act", GPT2).text
 
 
 def test_interventions_reach_the_logits(pair):
