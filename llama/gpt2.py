@@ -32,8 +32,10 @@ Shape legend used in the comments (the same letters as llama/model.py):
 
 Hook points: every intermediate passes through `self.tap(name, value)` (see
 llama/taps.py). Where a value means the same as in the Llama model it has the same name
-(layers.3.attention.probs, layers.3.resid_post, ...); GPT-2 adds pos_embeddings and has
-no q_rot/k_rot (no RoPE) and no feed_forward.gate (no SwiGLU). Each class declares its
+(layers.3.attention.probs, layers.3.resid_post, ...). GPT-2 adds pos_embeddings (the
+position vectors) and embeddings (token + position: the residual stream entering layers.0,
+what Llama's tok_embeddings is there), and has no q_rot/k_rot (no RoPE) and no
+feed_forward.gate (no SwiGLU). Each class declares its
 taps in forward order (`tap_points`, or `tap_order` where it has tappable children), and
 `model.hook_names()` expands them, as for Llama.
 """
@@ -376,8 +378,8 @@ class GPT2(Tappable):
     family = "gpt2"  # recorded in capture files (llama/taps.py: how a model family plugs in)
     # Hook points in forward order: token and position embeddings, every block's, the final
     # norm, the logits. model.hook_names() lists them all.
-    tap_order = ("tok_embeddings", "pos_embeddings", Child("layers", GPT2Block, per_layer=True),
-                 "norm", "logits")
+    tap_order = ("tok_embeddings", "pos_embeddings", "embeddings",
+                 Child("layers", GPT2Block, per_layer=True), "norm", "logits")
 
     def __init__(self, args: GPT2Config) -> None:
         super().__init__()
@@ -409,7 +411,9 @@ class GPT2(Tappable):
         # The same position vectors for every sequence of the batch.
         pos = self.pos_embeddings(positions).expand(B, T, a.n_embd)  # (T, D) -> (B, T, D)
         pos = self.tap("pos_embeddings", pos)
-        h = tok + pos  # (B, T, D): the residual stream starts as token + position
+        # (B, T, D): the residual stream starts as token + position. This is what enters
+        # layers.0 (Llama's tok_embeddings plays that part; llama/family.py records which).
+        h = self.tap("embeddings", tok + pos)
         mask = causal_mask(T, start_pos, h.dtype, h.device)  # (T, S) or None
         for layer in self.layers:
             h = layer(h, start_pos, mask)  # (B, T, D)

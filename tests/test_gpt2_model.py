@@ -120,7 +120,8 @@ def test_hook_captures_equal_hidden_states_and_attentions(pair):
         assert (a - b).abs().max().item() <= 1e-4, what
 
     # hidden_states[0] is the input to the first block: token + position embedding.
-    close(cache["tok_embeddings"] + cache["pos_embeddings"], out.hidden_states[0], "embeddings")
+    close(cache["embeddings"], out.hidden_states[0], "embeddings")
+    assert torch.equal(cache["embeddings"], cache["tok_embeddings"] + cache["pos_embeddings"])
     close(cache["tok_embeddings"], hf.transformer.wte(tokens), "tok_embeddings")
     # hidden_states[i] is the output of block i-1 ...
     for i in range(1, L):
@@ -138,21 +139,22 @@ def test_hook_names_and_shapes(pair):
     kind, hf, ours = pair
     a = ours.args
     names = ours.hook_names()
-    assert names[:2] == ["tok_embeddings", "pos_embeddings"] and names[-2:] == ["norm", "logits"]
+    assert names[:3] == ["tok_embeddings", "pos_embeddings", "embeddings"]
+    assert names[-2:] == ["norm", "logits"]
     layer0 = [n.removeprefix("layers.0.") for n in names if n.startswith("layers.0.")]
     assert layer0 == [
         "attention_norm", "attention.q", "attention.k", "attention.v", "attention.scores",
         "attention.probs", "attention.heads", "attention.out", "resid_mid", "ffn_norm",
         "feed_forward.up", "feed_forward.act", "feed_forward.out", "resid_post",
     ]
-    assert len(names) == 4 + 14 * a.n_layers
+    assert len(names) == 5 + 14 * a.n_layers
     B, T = 2, 10
     tokens = tokens_for(a.vocab_size, length=T, batch=B, seed=2)
     _, cache = run_with_cache(ours, tokens)
     assert list(cache) == names  # every name fires, in forward order
     D, H, Hd, F, V = a.dim, a.n_heads, a.head_dim, a.hidden_dim, a.vocab_size
     expected = {
-        "tok_embeddings": (B, T, D), "pos_embeddings": (B, T, D),
+        "tok_embeddings": (B, T, D), "pos_embeddings": (B, T, D), "embeddings": (B, T, D),
         "layers.0.attention.q": (B, T, H, Hd), "layers.0.attention.v": (B, T, H, Hd),
         "layers.0.attention.scores": (B, H, T, T), "layers.0.attention.probs": (B, H, T, T),
         "layers.0.attention.heads": (B, T, H, Hd), "layers.0.attention.out": (B, T, D),

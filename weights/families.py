@@ -20,12 +20,11 @@ from pathlib import Path
 
 from torch import nn
 
-from llama.gpt2 import GPT2
-from llama.model import Transformer
+from llama.family import FAMILIES
 from tokenizer.gguf_container import read_gguf
 
-# family name -> the model class built for it
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"llama": Transformer, "gpt2": GPT2}
+# family name -> the model class built for it (llama.family's table says which)
+MODEL_CLASSES: dict[str, type[nn.Module]] = {name: f.model() for name, f in FAMILIES.items()}
 
 
 def checkpoint_family(kind: str, where: Path) -> str:
