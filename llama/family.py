@@ -78,7 +78,7 @@ FAMILIES: dict[str, Family] = {
                residual_input="tok_embeddings", residual_input_label="embeddings",
                positions=ROPE, norm="RMSNorm", mlp="SwiGLU"),
         Family("gpt2", "GPT-2", "llama.gpt2:GPT2", "llama.gpt2:GPT2Config",
-               residual_input="embeddings", residual_input_label="token + position embeddings",
+               residual_input="embeddings", residual_input_label="token + position",
                positions=LEARNED, norm="LayerNorm", mlp="GELU"),
     )
 }

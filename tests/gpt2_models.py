@@ -214,3 +214,33 @@ def hf_from_gguf(path: Path):
         str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
     )
     return model.eval()
+
+
+def write_gpt2_with_tokenizer(folder: Path, kind: str = "small", seed: int = 0) -> Path:
+    """A Hugging Face GPT-2 folder that llama-repl, llama-plot and llama-explain can load:
+    a tiny random model (shaped like `kind`) saved with save_pretrained, and beside it the
+    vocab.json + merges.txt of a byte-level BPE trained here in GPT-2's shape (the 256 byte
+    tokens first, ids in merge order, "<|endoftext|>" last), whose vocabulary is the model's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from test_tokenizer import training_text
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tk.train_from_iterator(training_text(), trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tk.model.save(str(folder))  # vocab.json, merges.txt
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    eot = vocab["<|endoftext|>"]
+    hf = tiny_gpt2(kind, seed=seed, vocab_size=len(vocab), bos_token_id=eot, eos_token_id=eot)
+    with torch.no_grad():
+        # Smaller token vectors than randomize_gpt2_'s: with the tied output a token's own
+        # vector would otherwise win every prediction, and every lens row would look alike.
+        hf.transformer.wte.weight.mul_(0.1)
+    write_hf(hf, folder)
+    return folder
