@@ -140,11 +140,11 @@ class Int8Linear(StoredLinear):
 # ---------------------------------------------------------------------------------------
 # torch._convert_weight_to_int4pack_for_cpu packs an (out, in) matrix of values 0..15 into
 # (out, in/2) bytes in a layout that depends on the CPU (AVX-512: blocks of 64 rows, each
-# byte holding rows j and j+32 of one column; AVX2: blocks of 32; elsewhere others). We need
-# the values back for `weight`, and packing a 7B model with torch's function takes minutes,
-# so the layout is learned from torch's own packer on a small probe: which two rows and
-# which column each byte holds. It is then used both ways, and every packed layer is
-# checked through the kernel itself (see Int4Linear.__init__).
+# byte holding rows j and j+32 of one column; AVX2: blocks of 32; elsewhere others, and
+# other blocks for a tail of rows). `weight` needs the values back. Rather than assume a
+# layout, it is learned from torch's own packer on a small probe (which two rows and which
+# column each byte holds), and every unpacked matrix is checked against the kernel itself
+# on a few columns; if either fails, the values are read through the kernel (slow, exact).
 
 
 def _torch_pack(q: torch.Tensor) -> torch.Tensor:  # (out, in) 0..15 -> (out, in/2) uint8
@@ -169,40 +169,40 @@ def _where_packed(n_rows: int, n_cols: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @functools.lru_cache(maxsize=64)
-def int4_layout(n_rows: int) -> tuple[torch.Tensor, ...] | None:
-    """torch's packing of n_rows rows as blocks: for each block the (low, high) row of each
-    byte in one column, shape (block/2, 2); the block's bytes are column after column.
+def int4_layout(n_rows: int) -> tuple[tuple[int, int, torch.Tensor], ...] | None:
+    """torch's packing of n_rows rows, as runs of equal blocks: (first row, blocks in the run,
+    pairs) where pairs (block/2, 2) says which (low, high) rows of a block each of its bytes
+    holds, counted from the block's first row. A block's bytes go column after column.
     None if torch packs in some other way (then its own packer is used)."""
-    blocks = []
+    layouts = []
     for n_cols in (32, 64):  # the same blocks for two widths, or the layout is not this one
         rows, cols = _where_packed(n_rows, n_cols)
-        start, found = 0, []
+        start, blocks = 0, []
         while start < rows.shape[0]:
-            width = int((cols[start:, 0] == 0).int().cumprod(0).sum())  # bytes of column 0
+            later = (cols[start : start + n_rows, 0] != 0).nonzero()
+            width = int(later[0]) if len(later) else 0  # the block's bytes of column 0
             pairs = rows[start : start + width]
             chunk = slice(start, start + width * n_cols)
-            expect_rows = pairs.repeat(n_cols, 1)
             expect_cols = torch.arange(n_cols).repeat_interleave(width)[:, None].expand(-1, 2)
-            if width == 0 or not (torch.equal(rows[chunk], expect_rows) and torch.equal(cols[chunk], expect_cols)):
+            first = int(pairs.min()) if width else 0
+            if (width == 0 or not torch.equal(rows[chunk], pairs.repeat(n_cols, 1))
+                    or not torch.equal(cols[chunk], expect_cols)
+                    or not torch.equal(pairs.flatten().sort().values, torch.arange(first, first + 2 * width))):
                 return None
-            found.append(pairs)
+            blocks.append((first, pairs - first))
             start += width * n_cols
-        if blocks and not all(torch.equal(a, b) for a, b in zip(blocks, found)):
-            return None
-        blocks = found
-    return tuple(blocks)
-
-
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """(out, in) values 0..15 -> the kernel's packed (out, in/2) uint8."""
-    layout = int4_layout(q.shape[0])
-    if layout is None:
-        return _torch_pack(q)
-    q = q.to(torch.uint8)
-    parts = []
-    for pairs in layout:  # each block: for every column, its bytes (low row | high row << 4)
-        parts.append((q[pairs[:, 0]] | (q[pairs[:, 1]] << 4)).T.reshape(-1))  # (in, block/2)
-    return torch.cat(parts).view(q.shape[0], q.shape[1] // 2)
+        layouts.append(blocks)
+    if len(layouts[0]) != len(layouts[1]) or not all(
+        a[0] == b[0] and torch.equal(a[1], b[1]) for a, b in zip(*layouts)
+    ):
+        return None
+    runs: list[tuple[int, int, torch.Tensor]] = []
+    for first, pairs in layouts[0]:  # merge consecutive blocks that are packed alike
+        if runs and torch.equal(runs[-1][2], pairs) and runs[-1][0] + runs[-1][1] * 2 * pairs.shape[0] == first:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1, pairs)
+        else:
+            runs.append((first, 1, pairs))
+    return tuple(runs)
 
 
 def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor | None:
@@ -213,13 +213,18 @@ def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor | None:
         return None
     q = torch.empty(out_features, in_features, dtype=torch.uint8)
     flat, start = packed.reshape(-1), 0
-    for pairs in layout:
+    for first, count, pairs in layout:
         width = pairs.shape[0]
-        chunk = flat[start : start + width * in_features].view(in_features, width)  # (in, block/2)
-        q[pairs[:, 0]] = (chunk & 15).T
-        q[pairs[:, 1]] = (chunk >> 4).T
-        start += width * in_features
+        size = count * width * in_features
+        chunk = flat[start : start + size].view(count, in_features, width).transpose(1, 2)  # (count, block/2, in)
+        rows = q[first : first + count * 2 * width].view(count, 2 * width, in_features)
+        rows[:, pairs[:, 0]] = chunk & 15
+        rows[:, pairs[:, 1]] = chunk >> 4
+        start += size
     return q
+
+
+_PACKING_CHECKED: set[tuple[int, int, int]] = set()
 
 
 class Int4Linear(StoredLinear):
@@ -248,11 +253,12 @@ class Int4Linear(StoredLinear):
         # (out, groups) -> (groups, out, 2)
         sz = torch.stack([scale.float(), zero.float()], -1).transpose(0, 1)
         self.register_buffer("scales_and_zeros", sz.to(COMPUTE_DTYPE).contiguous())
-        self.register_buffer("packed", pack_int4(q))
-        if not self._packed_right(q):  # our packing disagrees with the kernel: use torch's
-            self.packed = _torch_pack(q)
+        self.register_buffer("packed", _torch_pack(q))
+        shape = (out_features, in_features, group_size)
+        if shape not in _PACKING_CHECKED:  # once per shape: the packer does not change
             if not self._packed_right(q):
-                raise RuntimeError("torch's int4 kernel does not reproduce the packed weights on this machine")
+                raise RuntimeError("torch's int4 kernel does not give back the packed weights on this machine")
+            _PACKING_CHECKED.add(shape)
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, group_size: int = GROUP_SIZE) -> "Int4Linear":
@@ -267,15 +273,19 @@ class Int4Linear(StoredLinear):
         q = torch.round((g - zero[..., None]) / scale[..., None] + 8).clamp_(0, 15)
         return cls(q.view(out_features, in_features).to(torch.uint8), scale, zero, group_size, bias)
 
-    def _packed_right(self, q: torch.Tensor) -> bool:
-        """Ask the kernel for a few columns of q itself (scale 1, zero 8 gives back q)."""
-        cols = sorted({0, self.in_features - 1, self.in_features // 2, self.in_features // 3})
+    def _columns(self, cols: list[int]) -> torch.Tensor:
+        """Columns of q as the kernel sees them: unit rows times the weight, with every
+        scale 1 and zero 8 (so weight = q). -> (out, len(cols)) float"""
         unit = torch.zeros(len(cols), self.in_features, dtype=COMPUTE_DTYPE)
         unit[range(len(cols)), cols] = 1
-        ones = torch.ones_like(self.scales_and_zeros)
+        ones = torch.ones_like(self.scales_and_zeros, dtype=COMPUTE_DTYPE)
         ones[..., 1] = 8
-        got = torch._weight_int4pack_mm_for_cpu(unit, self.packed, self.group_size, ones)  # (cols, out)
-        return torch.equal(got.T.float(), q[:, cols].float())
+        return torch._weight_int4pack_mm_for_cpu(unit, self.packed, self.group_size, ones).T.float()
+
+    def _packed_right(self, q: torch.Tensor) -> bool:
+        """Does the kernel give back q? Checked on a few columns (values 0..15 are exact)."""
+        cols = sorted({0, self.in_features - 1, self.in_features // 2, self.in_features // 3})
+        return torch.equal(self._columns(cols), q[:, cols].float())
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -284,14 +294,10 @@ class Int4Linear(StoredLinear):
     def values(self) -> torch.Tensor:
         """The 4-bit values, (out, in) uint8 0..15."""
         q = unpack_int4(self.packed, self.in_features)
-        if q is None:  # an unknown layout: ask the kernel for every column (slow, exact)
-            ones = torch.ones_like(self.scales_and_zeros)
-            ones[..., 1] = 8
-            cols = []
-            for start in range(0, self.in_features, 256):
-                unit = torch.eye(self.in_features, dtype=COMPUTE_DTYPE)[start : start + 256]
-                cols.append(torch._weight_int4pack_mm_for_cpu(unit, self.packed, self.group_size, ones).T)
-            q = torch.cat(cols, 1).to(torch.uint8)
+        if q is None or not self._packed_right(q):  # ask the kernel for every column instead
+            step = 256
+            q = torch.cat([self._columns(list(range(i, min(i + step, self.in_features))))
+                           for i in range(0, self.in_features, step)], 1).to(torch.uint8)
         return q
 
     @property
@@ -360,7 +366,6 @@ __all__ = [
     "stored_from_float",
     "stored_layers",
     "replace_module",
-    "pack_int4",
     "unpack_int4",
     "int4_layout",
     "int8_fits",
