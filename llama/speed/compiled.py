@@ -104,7 +104,7 @@ class CompiledDecode:
         try:
             logits = self.compiled(tokens, pos)
         except Exception as e:  # noqa: BLE001 - no working compiler: eager from now on
-            self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self.failed = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
             warnings.warn(f"llama.speed: the compiled decode step failed, running eagerly ({self.failed})", stacklevel=2)
             return self.eager(tokens, start_pos, last_only)
         for layer in m.layers:

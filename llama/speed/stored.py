@@ -43,14 +43,20 @@ COMPUTE_DTYPE = torch.bfloat16  # the activations' dtype inside the integer kern
 GROUP_SIZE = 32  # 4-bit group size for quantize_model: the same as GGUF's Q4_0 / Q4_1
 
 
+# Both kernels are in torch 2.6 and later; with an older torch nothing is converted.
+HAVE_INT8 = hasattr(torch, "_weight_int8pack_mm")
+HAVE_INT4 = hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(torch, "_convert_weight_to_int4pack_for_cpu")
+
+
 def int8_fits(out_features: int, in_features: int) -> bool:
     """torch's int8 kernel gives wrong results (or crashes) unless `in` is a multiple of 16."""
-    return in_features % 16 == 0 and out_features > 0
+    return HAVE_INT8 and in_features % 16 == 0 and out_features > 0
 
 
 def int4_fits(out_features: int, in_features: int, group_size: int = GROUP_SIZE) -> bool:
     """torch's int4 CPU kernel needs out % 16 == 0 and whole groups along in."""
-    return out_features % 16 == 0 and in_features % group_size == 0 and group_size in (32, 64, 128, 256)
+    return (HAVE_INT4 and out_features % 16 == 0 and in_features % group_size == 0
+            and group_size in (32, 64, 128, 256))
 
 
 class StoredLinear(nn.Linear):
