@@ -31,6 +31,7 @@ def test_bench_side_by_side_on_a_tiny_hf_folder(tmp_path, capsys):
     assert ratios["decode"] == pytest.approx(r["ours"]["decode_tok_s"] / r["transformers"]["decode_tok_s"])
     assert ratios["prefill"] == pytest.approx(r["ours"]["prefill_tok_s"] / r["transformers"]["prefill_tok_s"])
     assert r["cpu"] == cpu_model() and r["cpu"] in table
+    assert r["kernels"] and all(k["kernel"] in ("linear", "bmm2", "bmm4", "mv", "onednn") for k in r["kernels"])
     n_bytes = sum(p.numel() * p.element_size() for p in hf.parameters())  # tied: counted once
     assert r["weight_bytes_per_token"] == n_bytes
     assert r["read_bandwidth_gb_s"] == max(r["read_bandwidth_samples_gb_s"])

@@ -8,9 +8,9 @@ a key is seen -- in the first forward pass that needs it -- the plan calibrates:
 
 1. Which candidates agree with F.linear, checked on that very input and the group's first
    weight (see `check`): each result element within float32 rounding of F.linear's, and,
-   unless `same_accuracy=False`, on average no further from the exact (float64) product
-   than F.linear is. A candidate that fails, raises, or returns another shape or dtype is
-   out.
+   unless `same_accuracy=False`, on average at most ACCURACY_RATIO times as far from the
+   exact (float64) product as F.linear. A candidate that fails, raises, or returns another
+   shape or dtype is out.
 2. How long each remaining candidate takes for one pass over the group's weights -- every
    one of them, so a one-row product reads them from memory as decoding does, not from a
    cache that one matrix would fit in. Candidates alternate round by round and each keeps
@@ -41,7 +41,7 @@ MARGIN = 0.10  # a candidate must be this much faster than F.linear to be chosen
 ROUNDS = 5  # timing rounds per candidate (fewer when a round is slow, see BUDGET_S)
 BUDGET_S = 0.3  # rough time allowed for timing one group at one rows bucket
 ACCURACY_RATIO = 1.25  # "as accurate as F.linear": mean error at most this times F.linear's
-CHECK_ROWS = 8  # rows of the real input used for the agreement check
+CHECK_ROWS = 8  # rows of the real input compared with the float64 product
 MANY_ROWS_MODULES = 4  # compute-bound products (16+ rows) are timed on this many weights
 
 
