@@ -296,7 +296,9 @@ def weight_bytes(model) -> int:
     """Bytes of weights one decode step reads: every parameter and integer weight once (a
     tied matrix once), except an embedding that is not also the output (one row of it)."""
     tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    tensors.pop(id(model.freqs_cis), None)  # the RoPE table: one row per token
+    rope = getattr(model, "freqs_cis", None)
+    if rope is not None:
+        tensors.pop(id(rope), None)  # the RoPE table: one row per token
     if model.tok_embeddings.weight is not getattr(model.output, "weight", None):
         tensors.pop(id(model.tok_embeddings.weight), None)
     return sum(t.numel() * t.element_size() for t in tensors.values())
