@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from llama.dtypes import DTYPE_NAMES
+
 DEFAULT_PREFILL, DEFAULT_DECODE = 256, 128
 PREFILL_TOKENS = DEFAULT_PREFILL  # set from --prefill-tokens / --decode-tokens by main()
 DECODE_TOKENS = DEFAULT_DECODE
@@ -67,14 +69,14 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _load_ours(path: str, dtype: str | None):
+def load_ours(path: str, dtype: str | None):
     from llama.speed import optimize
     from weights import load_model
 
     return optimize(load_model(path, dtype=dtype))
 
 
-def _load_stored(path: str, dtype: str | None):
+def load_stored_model(path: str, dtype: str | None):
     from llama.speed import optimize
     from weights.stored import load_stored
 
@@ -90,7 +92,7 @@ def _hf_source(path: str) -> dict:
     raise RuntimeError("transformers reads GGUF files and Hugging Face folders, not Meta's format")
 
 
-def _load_hf(path: str, dtype: str | None):
+def load_hf(path: str, dtype: str | None):
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -101,7 +103,7 @@ def _load_hf(path: str, dtype: str | None):
     return AutoModelForCausalLM.from_pretrained(**_hf_source(path), dtype=torch_dtype).eval()
 
 
-def _load_llama_cpp(path: str, dtype: str | None):
+def load_llama_cpp(path: str, dtype: str | None):
     try:
         from llama_cpp import Llama
     except ImportError:
@@ -112,7 +114,7 @@ def _load_llama_cpp(path: str, dtype: str | None):
                  n_ctx=PREFILL_TOKENS + DECODE_TOKENS + 64, n_batch=512, verbose=False)
 
 
-LOADERS = {"ours": _load_ours, "stored": _load_stored, "transformers": _load_hf, "llama.cpp": _load_llama_cpp}
+LOADERS = {"ours": load_ours, "stored": load_stored_model, "transformers": load_hf, "llama.cpp": load_llama_cpp}
 
 
 def _child_load(impl: str, path: str, dtype: str | None) -> None:
@@ -497,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="how --synthetic stores its matrices (default q4_0: 3.8 GB for llama2-7b)")
     parser.add_argument("--synthetic-layers", type=int, help="fewer layers than the preset (a quicker run)")
     parser.add_argument("--dir", help="where --synthetic writes its file (default: the temp dir)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
     parser.add_argument("--prefill-tokens", type=int, default=DEFAULT_PREFILL, help="prompt length for prefill")
     parser.add_argument("--decode-tokens", type=int, default=DEFAULT_DECODE, help="tokens generated for decode")

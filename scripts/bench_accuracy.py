@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_transformers:
         try:
-            from scripts.bench import _load_hf
+            from scripts.bench import load_hf
 
-            hf = _load_hf(path, "float32")
+            hf = load_hf(path, "float32")
             with torch.no_grad():
                 row("transformers", [(hf(ids).logits, None) for ids in batches])
             del hf

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from llama.dtypes import dtype_name
 from llama.speed import set_threads
 from llama.speed.calibrate import cpu_model
 from llama.speed.kernels import CANDIDATES
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     with torch.inference_mode():
         for dtype in (torch.float32, torch.bfloat16):
-            dname = str(dtype).removeprefix("torch.")
+            dname = dtype_name(dtype)
             for name, (out_f, in_f) in SHAPES[args.shapes].items():
                 count = max(1, int(args.mb * 1e6 / (out_f * in_f * 4)))
                 weights = [torch.randn(out_f, in_f).to(dtype) for _ in range(count)]

@@ -33,7 +33,7 @@ from torch import nn
 from llama.model import Transformer
 from llama.speed.stored import KINDS, Int4Linear, int4_fits, replace_module, stored_from_float
 
-from .checkpoint import Checkpoint, _weights_on_meta, available_memory, check_state, rebuild_rope
+from .checkpoint import Checkpoint, available_memory, check_state, rebuild_rope, weights_on_meta
 from .errors import CheckpointError, InsufficientMemoryError
 from .gguf_blocks import FORMATS, four_bit_groups
 from .gguf_file import ROTATE_HALF
@@ -122,7 +122,7 @@ def load_stored(
         return model
 
     raw = _RawGGUF(ckpt.path)
-    with _weights_on_meta():
+    with weights_on_meta():
         model = Transformer(ckpt.args)  # weight matrices with shapes only, no memory
     names = check_state(model, ckpt)
     if check_memory:
