@@ -1,8 +1,9 @@
 """llama-bench: our model, transformers and llama.cpp on the same checkpoint, side by side.
 
     llama-bench [--model PATH | --synthetic llama2-7b|small] [--dtype float32|bfloat16|float16]
-                [--repeats N] [--json FILE] [--compare-kernels] [--compile]
+                [--repeats N] [--load-repeats N] [--json FILE] [--compare-kernels] [--compile]
                 [--no-transformers] [--no-stored] [--no-llama-cpp] [--sequential]
+                [--prefill-tokens N] [--decode-tokens N]
 
 Rows (each measured only where it applies):
   ours           weights.load_model + llama.speed.optimize (kernels chosen by measurement)
@@ -374,7 +375,7 @@ def run(path: str, dtype: str | None, repeats: int, opts) -> dict:
             if not Path(path).is_file():
                 result["skipped"][name] = "llama.cpp runs GGUF files only"
                 continue
-        load = measure_load(name, path, dtype, repeats)
+        load = measure_load(name, path, dtype, opts.load_repeats or repeats)
         if "error" in load:
             if name == "ours":
                 raise RuntimeError(load["error"])
@@ -501,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="where --synthetic writes its file (default: the temp dir)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement (median)")
+    parser.add_argument("--load-repeats", type=int, default=None,
+                        help="fresh-process loads per row (default: --repeats; 1 for a 7B model)")
     parser.add_argument("--prefill-tokens", type=int, default=DEFAULT_PREFILL, help="prompt length for prefill")
     parser.add_argument("--decode-tokens", type=int, default=DEFAULT_DECODE, help="tokens generated for decode")
     parser.add_argument("--no-transformers", action="store_true", help="no transformers row")
@@ -532,8 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     if args._load:
         _child_load(args._load, args.model, args.dtype)
         return 0
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or (args.load_repeats is not None and args.load_repeats < 1):
+        parser.error("--repeats and --load-repeats must be at least 1")
     if args.model and not Path(args.model).exists():
         parser.exit(2, f"llama-bench: model path {args.model} does not exist\n")
 
