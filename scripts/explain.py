@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llama.dtypes import DTYPE_NAMES
 from llama.explain import ExplainError, render, walkthrough
 
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=6,
                    help="tokens shown in the score/probability matrices, ending at --token "
                    "(default 6)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="weights' dtype (default float32; values are printed in float32)")
     return p
 

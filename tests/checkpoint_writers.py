@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from llama.config import ModelArgs
-from weights.convert import hf_to_meta_state_dict, hf_to_meta_tensor
+from weights.hf_layout import hf_to_meta_state_dict, hf_to_meta_tensor
 
 ATOL_F32 = 1e-4
 

@@ -26,8 +26,9 @@ import json
 import os
 from pathlib import Path
 
-from .base import StreamDecoder, Tokenizer, TokenIdError, TokenizerError, TokenizerTypeError
-from .gguf_meta import is_gguf, read_gguf_metadata
+from .base import StreamDecoder, Tokenizer
+from .errors import TokenIdError, TokenizerError, TokenizerTypeError
+from .gguf_container import gguf_files_in, read_gguf_metadata, starts_like_gguf
 
 __all__ = [
     "load_tokenizer",
@@ -62,7 +63,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 def _load_file(p: Path) -> Tokenizer:
     with open(p, "rb") as f:
         head = f.read(4096)
-    if head[:4] == b"GGUF":
+    if starts_like_gguf(head):
         return _load_gguf(p)
     if head.lstrip()[:1] == b"{":
         return _load_json(p)
@@ -163,7 +164,7 @@ def _load_from_folder(folder: Path) -> Tokenizer:
             return tok
 
     # A GGUF anywhere in the folder, recognised by its magic bytes whatever its name.
-    ggufs = sorted(c for c in folder.iterdir() if c.is_file() and is_gguf(c))
+    ggufs = gguf_files_in(folder)
     if len(ggufs) == 1:
         return _load_gguf(ggufs[0])
     if len(ggufs) > 1:

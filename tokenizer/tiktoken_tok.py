@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from .base import Tokenizer, TokenizerError
+from .base import Tokenizer
+from .errors import TokenizerError
 
 # --------------------------------------------------------------------------------------
 # Split regexes (facts about each model family, written in the regex dialect of tiktoken
@@ -272,7 +273,7 @@ class TiktokenTokenizer(Tokenizer):
     def _is_special(self, i: int) -> bool:
         return i in self._special_ids
 
-    def _special_name(self, i: int) -> str:
+    def special_name(self, i: int) -> str:
         return self._id_bytes[i].decode("utf-8", errors="replace")
 
 

@@ -29,9 +29,11 @@ import torch
 
 from llama.config import ModelArgs
 from llama.model import Transformer
+from tokenizer.gguf_container import gguf_files_in, is_gguf
 
 from .checkpoint import Checkpoint, build_model, parse_dtype
-from .errors import (
+from . import errors
+from .errors import (  # every one is re-exported (errors.__all__)
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -39,7 +41,7 @@ from .errors import (
     StateDictMismatchError,
     UnsafeCheckpointError,
 )
-from .gguf_file import is_gguf, open_gguf
+from .gguf_file import open_gguf
 from .hf import is_hf_folder, open_hf
 from .meta import is_meta_folder, open_meta
 
@@ -73,7 +75,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
     original = p / "original"
     if original.is_dir() and is_meta_folder(original):
         return "meta", original  # an HF repo downloaded with only Meta's original/ weights
-    ggufs = [f for f in sorted(p.iterdir()) if f.is_file() and is_gguf(f)]
+    ggufs = gguf_files_in(p)
     if len(ggufs) == 1:
         return "gguf", ggufs[0]
     listing = ", ".join(sorted(f.name for f in p.iterdir())[:12]) or "nothing"
@@ -160,10 +162,5 @@ __all__ = [
     "detect_format",
     "default_model_path",
     "Checkpoint",
-    "CheckpointError",
-    "CheckpointNotFoundError",
-    "CorruptCheckpointError",
-    "UnsafeCheckpointError",
-    "StateDictMismatchError",
-    "InsufficientMemoryError",
+    *errors.__all__,
 ]

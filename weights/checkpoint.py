@@ -30,43 +30,21 @@ from typing import Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
+from llama import dtypes
 from llama.config import ModelArgs
-from llama.model import Transformer
+from llama.dtypes import SUPPORTED_DTYPES, dtype_name
+from llama.model import Transformer, without_stored_rope_table
 
 from .errors import CheckpointError, InsufficientMemoryError, StateDictMismatchError
 
 # ---------------------------------------------------------------------------------------
-# dtypes
+# dtypes: the names and the supported set are llama.dtypes'; a bad one is a CheckpointError
 # ---------------------------------------------------------------------------------------
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "f32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "f16": torch.float16,
-    "half": torch.float16,
-}
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """'float32' | 'bfloat16' | 'float16' (or torch dtypes, or None = the checkpoint's)."""
-    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in SUPPORTED_DTYPES):
-        return dtype
-    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
-        return _DTYPES[dtype.lower().removeprefix("torch.")]
-    raise CheckpointError(
-        f"dtype {dtype!r} is not supported: use 'float32', 'bfloat16', 'float16', or None "
-        "to keep the checkpoint's own dtype."
-    )
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    return dtypes.parse_dtype(dtype, error=CheckpointError)
 
 
 # ---------------------------------------------------------------------------------------
@@ -191,8 +169,7 @@ def _config_summary(args: ModelArgs) -> str:
 def check_state(model: Transformer, ckpt: Checkpoint) -> list[str]:
     """The names to read, after checking them against the model; raises on any mismatch."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    present = dict(ckpt.shapes)
-    present.pop("rope.freqs", None)  # Meta's Llama 2 RoPE table: we compute our own
+    present = without_stored_rope_table(ckpt.shapes)  # Llama 2's RoPE table: we compute ours
     optional = set()
     if model.args.tie_embeddings:
         # A tied checkpoint may or may not store the output matrix separately.
@@ -228,8 +205,8 @@ def check_state(model: Transformer, ckpt: Checkpoint) -> list[str]:
 def rebuild_rope(model: Transformer, device: torch.device) -> None:
     """Recompute the RoPE table (a non-persistent buffer, left on the meta device by the
     meta-device build) on the device the weights now live on."""
-    # _build_freqs_cis is the model's own recipe for the table, so this cannot drift from it.
-    table = model._build_freqs_cis(device)
+    # build_freqs_cis is the model's own recipe for the table, so this cannot drift from it.
+    table = model.build_freqs_cis(device)
     model.register_buffer("freqs_cis", table, persistent=False)
 
 
@@ -287,8 +264,6 @@ def build_model(
 
     state: dict[str, torch.Tensor] = {}
     for name in names:
-        if name == "rope.freqs":
-            continue
         tensor = ckpt.read(name, dtype)
         if tensor.dtype != dtype:  # readers normally cast; be sure
             tensor = tensor.to(dtype)

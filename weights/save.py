@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from llama.config import ModelArgs
+from llama.dtypes import dtype_name
 
-from .checkpoint import build_model, dtype_name, parse_dtype
-from .convert import meta_to_hf_name, meta_to_hf_tensor
+from .checkpoint import build_model, parse_dtype
+from .hf_layout import meta_to_hf_name, meta_to_hf_tensor
 from .errors import CheckpointError
 from .meta import split_dim
 from .safetensors_file import CODES

@@ -37,7 +37,7 @@ from .checkpoint import Checkpoint, available_memory, check_state, rebuild_rope,
 from .errors import CheckpointError, InsufficientMemoryError
 from .gguf_blocks import FORMATS, four_bit_groups
 from .gguf_file import ROTATE_HALF
-from .convert import hf_to_meta_tensor
+from .hf_layout import hf_to_meta_tensor
 
 
 def _linear_names(model: Transformer) -> dict[str, nn.Linear]:
@@ -51,7 +51,7 @@ class _RawGGUF:
     def __init__(self, path: os.PathLike) -> None:
         import gguf
 
-        from tokenizer.gguf_meta import read_gguf
+        from tokenizer.gguf_container import read_gguf
 
         file = read_gguf(path, strings=False)
         self.infos = {t.name: t for t in file.tensors}
@@ -149,7 +149,7 @@ def load_stored(
         if blocks is not None and int4_fits(rows, cols):
             fmt, data = blocks
             q, scale, zero = four_bit_groups(data, fmt, (rows, cols))
-            if rotate_half:  # the same row reordering the float loader does (weights.convert)
+            if rotate_half:  # the same row reordering the float loader does (weights.hf_layout)
                 q, scale, zero = (hf_to_meta_tensor(name, t, ckpt.args) for t in (q, scale, zero))
             new = Int4Linear(q, scale, zero, 32, bias)
         elif requantize is not None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from ..config import ModelArgs
-from ._common import Figure, human_count, new_figure
-from .summary import param_counts_from_args
+from ..analysis import human_count, param_counts_from_args
+from ._common import Figure, new_figure
 
 _COL = {
     "io": "#eeeeee", "emb": "#f6d8ae", "norm": "#e3e3f7", "attn": "#cfe2f3",
@@ -20,7 +19,7 @@ _COL = {
 }
 
 
-def plot_architecture(args: ModelArgs, name: str = "model") -> Figure:
+def plot_architecture(args, name: str = "model") -> Figure:
     a = args
     D, F, V, H, KV, Hd, L = (a.dim, a.hidden_dim, a.vocab_size, a.n_heads, a.n_kv_heads,
                              a.head_dim, a.n_layers)

@@ -1,8 +1,8 @@
-"""Getting intermediates for the plots: from a live model (through llama.hooks) or from an
+"""Getting intermediates for the views: from a live model (through llama.hooks) or from an
 exported capture (llama.hooks.load_capture), into one plain dict of float32 tensors.
 
-The analysis functions take that dict, so a plot from a saved export and a plot from a
-model run are drawn by the same code from the same numbers.
+The analysis functions take that dict, so a view of a saved export and a view of a model
+run are computed by the same code from the same numbers.
 
 Residual-stream "stages": stage 0 is the token embeddings (what enters layers.0); stage
 i+1 is layers.i.resid_post (what leaves block i). Blocks keep their hook-name numbers
@@ -16,14 +16,14 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ._common import PlotError
+from .common import AnalysisError, check_index
 
 Cache = Mapping[str, torch.Tensor]
 
 
 def run_and_capture(model: torch.nn.Module, tokens: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
     """One forward pass; the named intermediates as float32 CPU tensors (batch kept)."""
-    # Imported here: llama.hooks is optional for the model-only plots (summary, params, ...).
+    # Imported here: the model-only views (summary, params, ...) need no hooks at all.
     from ..hooks import run_with_cache
 
     if tokens.dim() == 1:
@@ -31,22 +31,22 @@ def run_and_capture(model: torch.nn.Module, tokens: torch.Tensor, names: Sequenc
     with torch.no_grad():
         logits, cache = run_with_cache(model, tokens, names=list(names), to_cpu=True,
                                        dtype=torch.float32)
-    out = {k: v for k, v in dict(cache).items()}
+    out = dict(cache)
     out.setdefault("logits", logits.detach().float().cpu())
     return out
 
 
 def get(cache: Cache, name: str, what: str) -> torch.Tensor:
-    """cache[name] for batch element 0, or a PlotError saying what is missing."""
+    """cache[name] for batch element 0, or an AnalysisError saying what is missing."""
     if name not in cache:
         have = ", ".join(sorted(cache)[:6]) + (" ..." if len(cache) > 6 else "")
-        raise PlotError(
+        raise AnalysisError(
             f"{what} needs the intermediate {name!r}, which this capture lacks "
             f"(it has: {have or 'nothing'}). Capture it, e.g. names=['{name}'], or run "
             "from the model instead of an export."
         )
     t = cache[name]
-    return t[0]  # (B, ...) -> (...): the plots show one sequence
+    return t[0]  # (B, ...) -> (...): the views show one sequence
 
 
 def n_layers_in(cache: Cache) -> int:
@@ -86,18 +86,16 @@ def parse_stages(spec: str | Sequence[int | str] | None, n_layers: int, default:
         try:
             layer = int(s)
         except ValueError:
-            raise PlotError(
+            raise AnalysisError(
                 f"layer {item!r} is not a number: give block numbers 0..{n_layers - 1} "
                 "(negative counts from the end) or 'emb' for the embeddings, e.g. emb,0,5,-1"
             ) from None
-        if not -n_layers <= layer < n_layers:
-            raise PlotError(
-                f"layer {layer} is out of range: this model has {n_layers} layers "
-                f"(0..{n_layers - 1}, -1 for the last, or 'emb' for the embeddings)"
-            )
-        stages.append(layer % n_layers + 1)
+        try:
+            stages.append(check_index(layer, n_layers, "layer", of="layers") + 1)
+        except AnalysisError as e:
+            raise AnalysisError(f"{e}, or 'emb' for the embeddings") from None
     if not stages:
-        raise PlotError("no layers given: e.g. --layers emb,0,5,-1")
+        raise AnalysisError("no layers given: e.g. --layers emb,0,5,-1")
     return list(dict.fromkeys(stages))  # keep order, drop repeats
 
 
@@ -107,5 +105,5 @@ def residual_stages(cache: Cache, stages: Sequence[int], what: str) -> list[torc
     return [get(cache, names[s], what) for s in stages]
 
 
-__all__ = ["run_and_capture", "get", "n_layers_in", "stage_names", "stage_label",
+__all__ = ["Cache", "run_and_capture", "get", "n_layers_in", "stage_names", "stage_label",
            "parse_stages", "residual_stages"]
