@@ -250,6 +250,10 @@ class _weights_on_meta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# The same context under a public name, for loaders in other modules (weights.stored).
+weights_on_meta = _weights_on_meta
+
+
 def build_model(
     ckpt: Checkpoint,
     dtype: torch.dtype | None,
@@ -286,6 +290,7 @@ __all__ = [
     "parse_dtype",
     "dtype_name",
     "rebuild_rope",
+    "weights_on_meta",
     "SUPPORTED_DTYPES",
     "MEMORY_ENV",
 ]
