@@ -36,6 +36,7 @@ from llama.dtypes import SUPPORTED_DTYPES, dtype_name
 from llama.model import Transformer, without_stored_rope_table
 
 from .errors import CheckpointError, InsufficientMemoryError, StateDictMismatchError
+from .families import model_class
 
 # ---------------------------------------------------------------------------------------
 # dtypes: the names and the supported set are llama.dtypes'; a bad one is a CheckpointError
@@ -71,6 +72,9 @@ class Checkpoint:
     file_names: dict[str, str] = field(default_factory=dict)
     # Extra words for a shape mismatch (e.g. "is a shard missing?").
     shape_hint: str = ""
+    # Which model it becomes: "llama" (llama.model.Transformer) or "gpt2" (llama.gpt2.GPT2),
+    # decided by the rule in weights.families.
+    family: str = "llama"
 
     def describe(self, name: str) -> str:
         original = self.file_names.get(name)
@@ -205,6 +209,8 @@ def check_state(model: Transformer, ckpt: Checkpoint) -> list[str]:
 def rebuild_rope(model: Transformer, device: torch.device) -> None:
     """Recompute the RoPE table (a non-persistent buffer, left on the meta device by the
     meta-device build) on the device the weights now live on."""
+    if not hasattr(model, "build_freqs_cis"):
+        return  # no RoPE table (GPT-2 learns its positions: they are weights)
     # build_freqs_cis is the model's own recipe for the table, so this cannot drift from it.
     table = model.build_freqs_cis(device)
     model.register_buffer("freqs_cis", table, persistent=False)
@@ -257,7 +263,7 @@ def build_model(
     """Checkpoint -> eval-mode Transformer, following the steps in the module docstring."""
     dtype = ckpt.native_dtype if dtype is None else dtype
     with _weights_on_meta():
-        model = Transformer(ckpt.args)  # weight matrices with shapes but no storage
+        model = model_class(ckpt.family)(ckpt.args)  # weight matrices with shapes but no storage
     names = check_state(model, ckpt)
     if check_mem:
         check_memory(model, dtype, device)
