@@ -182,6 +182,11 @@ class ModelArgs:
     def from_hf_config(cls, config: dict[str, Any], **overrides: Any) -> "ModelArgs":
         """Build from a transformers config.json dict (llama, qwen2 or mistral)."""
         model_type = config.get("model_type")
+        if model_type == "gpt2":
+            raise ConfigError(
+                "model_type 'gpt2' is not supported by ModelArgs (a Llama config): GPT-2 has "
+                "its own, llama.gpt2.GPT2Config.from_hf_config (weights.load_model picks it)."
+            )
         if model_type not in ("llama", "qwen2", "mistral"):
             raise ConfigError(
                 f"model_type {model_type!r} is not supported: expected 'llama', 'qwen2' or "

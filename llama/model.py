@@ -402,42 +402,8 @@ class Transformer(Tappable):
         return self.tap("logits", logits)
 
     def _check_input(self, tokens: torch.Tensor, start_pos: int) -> None:
-        """Turn the mistakes users make into messages instead of deep torch errors."""
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(
-                f"tokens must be a torch.Tensor of token ids with shape (batch, seq), got "
-                f"{type(tokens).__name__}; e.g. model(torch.tensor([ids]))"
-            )
-        if tokens.dim() != 2:
-            raise ValueError(
-                f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}; "
-                "wrap a single sequence as tokens[None] or torch.tensor([ids])"
-            )
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be integer ids (int64), got dtype {tokens.dtype}")
-        if tokens.shape[1] == 0:
-            raise ValueError("tokens is empty: give at least one token id")
-        if not isinstance(start_pos, int) or start_pos < 0:
-            raise ValueError(f"start_pos must be a non-negative int, got {start_pos!r}")
-        end = start_pos + tokens.shape[1]
-        if end > self.args.max_seq_len:
-            raise ValueError(
-                f"sequence of {end} tokens exceeds the model's max_seq_len "
-                f"{self.args.max_seq_len}: shorten the prompt (or build with a larger "
-                "max_seq_len if the model supports it)"
-            )
-        weight = self.tok_embeddings.weight
-        if tokens.device != weight.device:
-            raise ValueError(
-                f"tokens are on {tokens.device} but the model is on {weight.device}: "
-                f"move them with tokens.to('{weight.device}')"
-            )
-        lo, hi = torch.aminmax(tokens)
-        if int(lo) < 0 or int(hi) >= self.args.vocab_size:
-            raise ValueError(
-                f"token ids must lie in [0, {self.args.vocab_size}), got min {int(lo)} and "
-                f"max {int(hi)}: was the text encoded with this model's tokenizer?"
-            )
+        a = self.args
+        check_tokens(tokens, start_pos, a.max_seq_len, a.vocab_size, self.tok_embeddings.weight.device)
 
     # -- helpers ------------------------------------------------------------------
     def reset_cache(self) -> None:
@@ -485,6 +451,55 @@ class Transformer(Tappable):
         return result
 
 
+def check_tokens(
+    tokens: torch.Tensor,
+    start_pos: int,
+    max_seq_len: int,
+    vocab_size: int,
+    device: torch.device,
+    too_long_hint: str = "shorten the prompt (or build with a larger max_seq_len if the model supports it)",
+) -> None:
+    """Turn the mistakes users make into messages instead of deep torch errors.
+
+    Every model family here (this Transformer, llama.gpt2.GPT2) calls it first in forward,
+    so a bad input gets the same message whichever model it was given to.
+    too_long_hint: what to do about a sequence longer than max_seq_len (GPT-2's learned
+    positions cannot be extended, RoPE's can).
+    """
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(
+            f"tokens must be a torch.Tensor of token ids with shape (batch, seq), got "
+            f"{type(tokens).__name__}; e.g. model(torch.tensor([ids]))"
+        )
+    if tokens.dim() != 2:
+        raise ValueError(
+            f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}; "
+            "wrap a single sequence as tokens[None] or torch.tensor([ids])"
+        )
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must be integer ids (int64), got dtype {tokens.dtype}")
+    if tokens.shape[1] == 0:
+        raise ValueError("tokens is empty: give at least one token id")
+    if not isinstance(start_pos, int) or start_pos < 0:
+        raise ValueError(f"start_pos must be a non-negative int, got {start_pos!r}")
+    end = start_pos + tokens.shape[1]
+    if end > max_seq_len:
+        raise ValueError(
+            f"sequence of {end} tokens exceeds the model's max_seq_len {max_seq_len}: {too_long_hint}"
+        )
+    if tokens.device != device:
+        raise ValueError(
+            f"tokens are on {tokens.device} but the model is on {device}: "
+            f"move them with tokens.to('{device}')"
+        )
+    lo, hi = torch.aminmax(tokens)
+    if int(lo) < 0 or int(hi) >= vocab_size:
+        raise ValueError(
+            f"token ids must lie in [0, {vocab_size}), got min {int(lo)} and "
+            f"max {int(hi)}: was the text encoded with this model's tokenizer?"
+        )
+
+
 # Meta's Llama 2 checkpoints store their RoPE table under this name; the model computes its
 # own (freqs_cis), so every reader of a Meta state dict drops it.
 STORED_ROPE_TABLE = "rope.freqs"
@@ -523,6 +538,7 @@ __all__ = [
     "TransformerBlock",
     "Transformer",
     "causal_mask",
+    "check_tokens",
     "STORED_ROPE_TABLE",
     "without_stored_rope_table",
 ]

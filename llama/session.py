@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from .analysis import LogitLens, View, ViewSource, compute_view, logit_lens, run_and_capture
+from .family import family_of
 from .generate import (
     CachedContext,
     GeneratedToken,
@@ -204,7 +205,7 @@ class GenerationResult:
 @dataclass(frozen=True)
 class LensStage:
     label: str  # "embeddings", "layers.0", ...
-    hook: str  # the hook name it decodes: tok_embeddings, layers.0.resid_post, ...
+    hook: str  # the hook name it decodes: tok_embeddings (GPT-2: embeddings), layers.0.resid_post, ...
     candidates: tuple[Row, ...]  # the best next tokens at this depth
 
 
@@ -423,14 +424,15 @@ class Session:
 
         self.require_text()
         self._idle()
+        first = family_of(self.model).residual_input  # what enters layers.0: tok_embeddings, ...
         with self.ctx.lock:
             self.ctx.rewind(len(self._ids) - 1)
-            with capture(self.model, ["tok_embeddings", "layers.*.resid_post"]) as cache:
+            with capture(self.model, [first, "layers.*.resid_post"]) as cache:
                 self.ctx.logits_for(self._ids)
             lens = logit_lens(self.model, cache, k=k)
         stages = []
         for s, ids, probs in zip(lens.stages, lens.ranked_ids[:, 0], lens.ranked_probs[:, 0]):
-            hook = "tok_embeddings" if s == 0 else f"layers.{s - 1}.resid_post"
+            hook = first if s == 0 else f"layers.{s - 1}.resid_post"
             label = "embeddings" if s == 0 else f"layers.{s - 1}"
             pieces = self.tokenizer.pieces([int(i) for i in ids])
             rows = tuple(Row(r + 1, int(i), pc, float(p), float("nan"), None)

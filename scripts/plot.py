@@ -35,7 +35,8 @@ from llama.analysis import (
     tokens_from_pieces,
     tokens_from_tokenizer,
 )
-from llama.config import ConfigError, ModelArgs
+from llama.config import ConfigError
+from llama.family import FamilyError, config_from_dict, family_of
 from llama.dtypes import DTYPE_NAMES
 from llama.plots import draw, save_figure
 
@@ -135,8 +136,9 @@ def _source_from_export(opts, model, tokenizer, name) -> ViewSource:
         args = model.args
     elif config:
         try:
-            args = ModelArgs(**config)
-        except (ConfigError, TypeError) as e:
+            # The family's own config class (ModelArgs, GPT2Config), from the file's context.
+            args = config_from_dict(config, family_of(ctx))
+        except (ConfigError, FamilyError, TypeError) as e:
             raise CLIError(f"the export's model configuration is unusable: {e}") from e
     else:
         raise CLIError("the export carries no model configuration: pass --model as well")

@@ -137,6 +137,13 @@ def run_one(path: str, device: str) -> dict:
     out = compute(model)
     out["fast_linear_modules"] = sum(type(m) is FastLinear for m in model.modules())
     out["is_parallel"] = is_parallel(model)
+    from llama.speed import optimize
+
+    try:  # weights as stored cannot be made of split weights: refused, not half-done
+        optimize(model, quantize="int8")
+        out["optimize_quantize_error"] = None
+    except ValueError as e:
+        out["optimize_quantize_error"] = str(e)
     out.update(opened=opened, rank=rank, world=model.tp.world_size,
                wq_local_shape=tuple(model.layers[0].attention.wq.weight.to_local().shape))
     tokens = tokens_for(model.args.vocab_size).to(model.tp.device)

@@ -136,3 +136,14 @@ def test_tap_hooks_tells_the_parallel_taps_what_to_gather(folders):
         assert tap_hooks(attention, "probs") == (True, True)
     finally:
         attention._tap_fn = None
+
+
+def test_gpt2_is_refused_clearly(tmp_path):
+    """Tensor parallelism splits Llama-family models; a GPT-2 checkpoint gets told so before
+    anything is read (every rank raises the same; this is rank 0 of a pretend 2)."""
+    from gpt2_models import tiny_gpt2, write_hf
+    from llama.parallel import TensorParallelError
+
+    folder = write_hf(tiny_gpt2("small"), tmp_path / "gpt2")
+    with pytest.raises(TensorParallelError, match="tensor parallelism splits Llama-family models.*gpt2 checkpoint"):
+        wp._load_local(folder, None, ctx(0, 2), False, {})

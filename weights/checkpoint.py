@@ -7,7 +7,7 @@ Nothing is read from disk before `read` is called, so the loader can check names
 and memory first and refuse early:
 
     1. build the Transformer with its weight matrices on the meta device (no memory, no
-       random init; see `weights_on_meta`),
+       random init; see `_weights_on_meta`),
     2. compare its parameter names and shapes with the checkpoint's (strict),
     3. estimate the bytes the requested dtype needs and compare with what is available,
     4. read the tensors one by one (memory-mapped where the file's bytes can be used as
@@ -36,6 +36,7 @@ from llama.dtypes import SUPPORTED_DTYPES, dtype_name
 from llama.model import Transformer, without_stored_rope_table
 
 from .errors import CheckpointError, InsufficientMemoryError, StateDictMismatchError
+from .families import model_class
 
 # ---------------------------------------------------------------------------------------
 # dtypes: the names and the supported set are llama.dtypes'; a bad one is a CheckpointError
@@ -71,6 +72,9 @@ class Checkpoint:
     file_names: dict[str, str] = field(default_factory=dict)
     # Extra words for a shape mismatch (e.g. "is a shard missing?").
     shape_hint: str = ""
+    # Which model it becomes: "llama" (llama.model.Transformer) or "gpt2" (llama.gpt2.GPT2),
+    # decided by the rule in weights.families.
+    family: str = "llama"
 
     def describe(self, name: str) -> str:
         original = self.file_names.get(name)
@@ -205,16 +209,18 @@ def check_state(model: Transformer, ckpt: Checkpoint) -> list[str]:
 def rebuild_rope(model: Transformer, device: torch.device) -> None:
     """Recompute the RoPE table (a non-persistent buffer, left on the meta device by the
     meta-device build) on the device the weights now live on."""
+    if not hasattr(model, "build_freqs_cis"):
+        return  # no RoPE table (GPT-2 learns its positions: they are weights)
     # build_freqs_cis is the model's own recipe for the table, so this cannot drift from it.
     table = model.build_freqs_cis(device)
     model.register_buffer("freqs_cis", table, persistent=False)
 
 
-class weights_on_meta(TorchFunctionMode):
+class _weights_on_meta(TorchFunctionMode):
     """Build a model whose large parameters have shapes but no storage, without running
     any random initialisation (the checkpoint overwrites every parameter anyway).
 
-    Inside `with weights_on_meta():`
+    Inside `with _weights_on_meta():`
       * torch.empty(...) makes a meta tensor. nn.Linear and nn.Embedding allocate their
         weights with it, and its values are undefined anyway, so nothing is lost.
       * torch.nn.init's functions (and Tensor.normal_/uniform_) return their tensor as is.
@@ -244,6 +250,10 @@ class weights_on_meta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# The same context under a public name, for loaders in other modules (weights.stored).
+weights_on_meta = _weights_on_meta
+
+
 def build_model(
     ckpt: Checkpoint,
     dtype: torch.dtype | None,
@@ -252,8 +262,8 @@ def build_model(
 ) -> Transformer:
     """Checkpoint -> eval-mode Transformer, following the steps in the module docstring."""
     dtype = ckpt.native_dtype if dtype is None else dtype
-    with weights_on_meta():
-        model = Transformer(ckpt.args)  # weight matrices with shapes but no storage
+    with _weights_on_meta():
+        model = model_class(ckpt.family)(ckpt.args)  # weight matrices with shapes but no storage
     names = check_state(model, ckpt)
     if check_mem:
         check_memory(model, dtype, device)

@@ -57,7 +57,8 @@ ARCHITECTURES = ("llama", "qwen2")
 # Architectures whose GGUF q/k rows are in rotate-half order (llama.cpp: NEOX rope type).
 ROTATE_HALF = ("qwen2",)
 
-_LAYER = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+# A per-layer GGUF tensor name: (layer number, part, "weight" | "bias"); every architecture's.
+GGUF_LAYER = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 _LAYER_NAMES = {
     "attn_norm": "attention_norm",
     "attn_q": "attention.wq",
@@ -74,7 +75,7 @@ _TOP_NAMES = {"token_embd": "tok_embeddings", "output_norm": "norm", "output": "
 
 def gguf_to_meta_name(name: str) -> str | None:
     """Meta's name for a GGUF tensor name (None: no counterpart)."""
-    return rename_tensor(name, _LAYER, _LAYER_NAMES, _TOP_NAMES)
+    return rename_tensor(name, GGUF_LAYER, _LAYER_NAMES, _TOP_NAMES)
 
 
 def _damaged(path: Path, why: str) -> CorruptCheckpointError:
@@ -84,8 +85,9 @@ def _damaged(path: Path, why: str) -> CorruptCheckpointError:
     )
 
 
-class _TensorData:
-    """The GGUF tensor table plus the file, memory-mapped: raw bytes of one tensor at a time."""
+class TensorData:
+    """The GGUF tensor table plus the file, memory-mapped: raw bytes of one tensor at a time
+    (the Llama and GPT-2 GGUF readers both read through it)."""
 
     def __init__(self, path: Path):
         import gguf
@@ -181,7 +183,7 @@ def rope_scaling_from_freqs(freqs: np.ndarray, args_base: dict[str, Any], head_d
 def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
     from gguf import GGMLQuantizationType as Q
 
-    data = _TensorData(path)
+    data = TensorData(path)
     metadata = data.file.metadata
     arch = metadata.get("general.architecture")
     if arch not in ARCHITECTURES:
@@ -271,4 +273,4 @@ def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
     )
 
 
-__all__ = ["open_gguf", "is_gguf", "gguf_to_meta_name", "MAGIC", "ARCHITECTURES"]
+__all__ = ["open_gguf", "is_gguf", "gguf_to_meta_name", "TensorData", "GGUF_LAYER", "MAGIC", "ARCHITECTURES"]

@@ -54,8 +54,9 @@ def read_hf_config(folder: Path, **overrides: Any) -> ModelArgs:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
 
 
-def _shard_files(folder: Path) -> dict[str, Path]:
-    """Tensor name -> file, from the index when there is one."""
+def shard_files(folder: Path) -> dict[str, Path]:
+    """Tensor name -> file, from the index when there is one ({} for a single file, whose
+    own header lists its tensors). Shared by the Llama and GPT-2 Hugging Face readers."""
     if (folder / INDEX).is_file():
         index = read_json(folder / INDEX, "the shard index")
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -84,7 +85,7 @@ def _shard_files(folder: Path) -> dict[str, Path]:
 
 def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
     args = read_hf_config(folder, **overrides)
-    by_name = _shard_files(folder)
+    by_name = shard_files(folder)
     if by_name:
         files = {p: SafetensorsFile(p) for p in sorted(set(by_name.values()))}
         for name, path in by_name.items():
@@ -142,4 +143,4 @@ def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
     )
 
 
-__all__ = ["open_hf", "is_hf_folder", "read_hf_config", "INDEX", "SINGLE"]
+__all__ = ["open_hf", "is_hf_folder", "read_hf_config", "read_json", "shard_files", "INDEX", "SINGLE"]

@@ -240,6 +240,11 @@ def _load_local(path: Any, dtype: torch.dtype | None, ctx: ParallelContext, chec
     else:
         source = open_other_sliced(open_checkpoint(where, **overrides), ctx)
     ckpt = source.checkpoint
+    if ckpt.family != "llama":
+        raise TensorParallelError(
+            f"{path}: tensor parallelism splits Llama-family models (Llama, Qwen2, SmolLM2 ...); "
+            f"this is a {ckpt.family} checkpoint: load it without parallel= in one process"
+        )
     args = ckpt.args
     check_world_size(args, ctx.world_size, shards=source.shards, embedding_dim=source.embedding_dim)
     dtype = ckpt.native_dtype if dtype is None else dtype

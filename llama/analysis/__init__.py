@@ -17,6 +17,7 @@ own.
 from .activations import ActivationStats, activation_stats
 from .attention import AttentionMaps, attention_maps, first_token_share, head_map
 from .capture import (
+    DEFAULT_RESIDUAL_INPUT,
     n_layers_in,
     parse_stages,
     residual_stages,
@@ -25,14 +26,25 @@ from .capture import (
     stage_names,
 )
 from .common import AnalysisError, human_bytes, human_count
+from .embeddings import TokenEmbeddings, token_embeddings
 from .lens import LogitLens, logit_lens
-from .params import PARAM_VIEWS, ParamStats, TensorStats, param_stats, tensor_stats, weight_kinds
+from .params import (
+    PARAM_VIEWS,
+    ParamStats,
+    TensorStats,
+    block_weights,
+    param_stats,
+    tensor_stats,
+    weight_kinds,
+)
 from .pca import PCA, PCA_VIEWS, PCAResult, pca, pca_stages
+from .positions import PositionEmbeddings, position_embeddings
 from .registry import (
     ATTENTION_VIEWS,
     CONFIG,
     MODEL,
     PROMPT,
+    RESIDUAL_INPUT,
     VIEW_KINDS,
     Option,
     View,
@@ -66,17 +78,20 @@ __all__ = [
     "Tokens", "plain_tokens", "token_text", "tokens_from_pieces", "tokens_from_tokenizer",
     "visible_token",
     "run_and_capture", "n_layers_in", "parse_stages", "residual_stages", "stage_label",
-    "stage_names",
+    "stage_names", "DEFAULT_RESIDUAL_INPUT",
     "ActivationStats", "activation_stats",
     "AttentionMaps", "attention_maps", "first_token_share", "head_map",
     "LogitLens", "logit_lens",
     "PCA", "PCAResult", "PCA_VIEWS", "pca", "pca_stages",
     "ParamStats", "TensorStats", "PARAM_VIEWS", "param_stats", "tensor_stats", "weight_kinds",
+    "block_weights",
+    "PositionEmbeddings", "position_embeddings",
+    "TokenEmbeddings", "token_embeddings",
     "RopeTable", "ILLUSTRATIVE_SCALING", "rope_table",
     "Saliency", "saliency",
     "ModelSummary", "model_summary", "param_counts_from_args", "param_counts_from_model",
     "summary_text",
     "TopK", "top_k",
-    "PROMPT", "MODEL", "CONFIG", "ATTENTION_VIEWS", "Option", "View", "ViewKind", "ViewSource",
+    "PROMPT", "MODEL", "CONFIG", "ATTENTION_VIEWS", "RESIDUAL_INPUT", "Option", "View", "ViewKind", "ViewSource",
     "VIEW_KINDS", "compute_view", "option_names", "view_kind",
 ]

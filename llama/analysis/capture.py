@@ -4,9 +4,12 @@ exported capture (llama.hooks.load_capture), into one plain dict of float32 tens
 The analysis functions take that dict, so a view of a saved export and a view of a model
 run are computed by the same code from the same numbers.
 
-Residual-stream "stages": stage 0 is the token embeddings (what enters layers.0); stage
-i+1 is layers.i.resid_post (what leaves block i). Blocks keep their hook-name numbers
-(0-based) everywhere in this package, so "layer 3" always means layers.3.
+Residual-stream "stages": stage 0 is the residual stream entering layers.0, stage i+1 is
+layers.i.resid_post (what leaves block i). Which hook holds stage 0 depends on the model
+family (llama.family: `residual_input`): tok_embeddings in a Llama, embeddings (token +
+position) in GPT-2. Functions that read stages from a capture take it as `residual_input`
+(default tok_embeddings); the registry passes the model's own. Blocks keep their hook-name
+numbers (0-based) everywhere in this package, so "layer 3" always means layers.3.
 """
 
 from __future__ import annotations
@@ -55,9 +58,14 @@ def n_layers_in(cache: Cache) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def stage_names(n_layers: int) -> list[str]:
-    """Hook name of each residual stage: tok_embeddings, layers.0.resid_post, ..."""
-    return ["tok_embeddings"] + [f"layers.{i}.resid_post" for i in range(n_layers)]
+# Stage 0's hook in a Llama model; other families say theirs (llama.family.residual_input).
+DEFAULT_RESIDUAL_INPUT = "tok_embeddings"
+
+
+def stage_names(n_layers: int, residual_input: str = DEFAULT_RESIDUAL_INPUT) -> list[str]:
+    """Hook name of each residual stage: residual_input (stage 0: tok_embeddings in a
+    Llama, embeddings in GPT-2), layers.0.resid_post, ..."""
+    return [residual_input] + [f"layers.{i}.resid_post" for i in range(n_layers)]
 
 
 def stage_label(stage: int) -> str:
@@ -99,11 +107,26 @@ def parse_stages(spec: str | Sequence[int | str] | None, n_layers: int, default:
     return list(dict.fromkeys(stages))  # keep order, drop repeats
 
 
-def residual_stages(cache: Cache, stages: Sequence[int], what: str) -> list[torch.Tensor]:
+def residual_stages(cache: Cache, stages: Sequence[int], what: str,
+                    residual_input: str = DEFAULT_RESIDUAL_INPUT) -> list[torch.Tensor]:
     """The residual vectors (T, D) at each requested stage."""
-    names = stage_names(n_layers_in(cache))
+    if 0 in stages:
+        check_residual_input(cache, residual_input, what)
+    names = stage_names(n_layers_in(cache), residual_input)
     return [get(cache, names[s], what) for s in stages]
 
 
-__all__ = ["Cache", "run_and_capture", "get", "n_layers_in", "stage_names", "stage_label",
-           "parse_stages", "residual_stages"]
+def check_residual_input(cache: Cache, residual_input: str, what: str) -> None:
+    """Refuse to read the token embeddings as stage 0 of a model that adds position
+    vectors to them before the first block: that would be silently wrong."""
+    if residual_input == "tok_embeddings" and "pos_embeddings" in cache:
+        raise AnalysisError(
+            f"{what}: this capture holds pos_embeddings, so it comes from a model whose residual "
+            "stream starts as token + position embeddings, not tok_embeddings alone: pass "
+            "residual_input=llama.family.residual_input(model) (GPT-2: 'embeddings')"
+        )
+
+
+__all__ = ["Cache", "DEFAULT_RESIDUAL_INPUT", "run_and_capture", "get", "n_layers_in",
+           "stage_names", "stage_label", "parse_stages", "residual_stages",
+           "check_residual_input"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..family import family_of
 from ..generate import ranked
 from .capture import Cache, n_layers_in, residual_stages
 from .common import AnalysisError
@@ -26,6 +27,8 @@ class LogitLens:
     final_token_probs: np.ndarray  # (stages, T) probability of final_ids at each stage
     ranked_ids: np.ndarray | None = None  # (stages, T, k) the k best, best first
     ranked_probs: np.ndarray | None = None  # (stages, T, k)
+    input_label: str = "embeddings"  # what stage 0 is (llama.family: residual_input_label)
+    residual_input: str = "tok_embeddings"  # the hook stage 0 was read from
 
 
 def logit_lens(model: torch.nn.Module, cache: Cache, stages: list[int] | None = None,
@@ -34,7 +37,10 @@ def logit_lens(model: torch.nn.Module, cache: Cache, stages: list[int] | None = 
 
     k: how many candidates per cell to keep in ranked_ids / ranked_probs (the top one is
     also in top_ids / top_probs).
+    Stage 0 is the residual stream entering layers.0, from the model family's hook
+    (llama.family: tok_embeddings in a Llama, embeddings = token + position in GPT-2).
     """
+    family = family_of(model)
     L = n_layers_in(cache)
     if L == 0:
         raise AnalysisError("lens needs layers.N.resid_post; the capture has no layers")
@@ -44,7 +50,7 @@ def logit_lens(model: torch.nn.Module, cache: Cache, stages: list[int] | None = 
     weight = model.output.weight
     best_ids, best_p, all_probs = [], [], []
     with torch.no_grad():
-        for h in residual_stages(cache, stages, "lens"):  # each (T, D)
+        for h in residual_stages(cache, stages, "lens", family.residual_input):  # each (T, D)
             # Same dtype and device as the model's own last step, so the last stage matches.
             h = h.to(device=weight.device, dtype=weight.dtype)
             logits = model.output(model.norm(h)).float()  # (T, D) -> (T, V)
@@ -57,7 +63,8 @@ def logit_lens(model: torch.nn.Module, cache: Cache, stages: list[int] | None = 
     final = torch.as_tensor(ranked_ids[-1, :, 0])
     final_p = np.stack([pr.gather(-1, final[:, None])[:, 0].numpy() for pr in all_probs])
     return LogitLens(stages, ranked_ids[..., 0], ranked_probs[..., 0], ranked_ids[-1, :, 0],
-                     final_p, ranked_ids, ranked_probs)
+                     final_p, ranked_ids, ranked_probs, family.residual_input_label,
+                     family.residual_input)
 
 
 __all__ = ["LogitLens", "logit_lens"]

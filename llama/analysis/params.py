@@ -1,7 +1,9 @@
 """params: statistics of the weights, layer by layer.
 
 For each layer and each of its weight tensors (a Llama block: wq, wk, wv, wo, w1, w2, w3
-and the two RMSNorm weights; found by walking the block, so any family's names work)
+and the two RMSNorm weights; GPT-2: wq, wk, wv, wo, w1, w2 and the two LayerNorm weights;
+found by walking the block, so any family's names work, with a fused projection shown as
+the parts its module's split_qkv() names, so q, k and v are never hidden)
 `param_stats(model)` computes the mean, standard deviation, Frobenius norm and largest
 absolute value, a histogram of the values, and the norm of each output row (for the
 matrices) or the values themselves (for the norm weights, which are vectors).
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
+from ..family import family_of
 
 STATS = ("mean", "std", "norm", "absmax")
 PARAM_VIEWS = ("stats", "hist", "heatmap")  # the ways llama.plots draws a ParamStats
@@ -48,19 +52,52 @@ class ParamStats:
     rows: dict[str, np.ndarray]  # kind -> (L, rows): row norms (matrices) or values (vectors)
     matrices: list[str] = field(default_factory=list)  # kinds that are matrices, block order
     vectors: list[str] = field(default_factory=list)  # kinds that are vectors (norm weights)
+    labels: dict[str, str] = field(default_factory=dict)  # kind -> "w1 (gate)": its role, if known
+    norm: str = "RMSNorm"  # the norm whose weights the vectors are (llama.family)
 
     @property
     def kinds(self) -> list[str]:
         return self.matrices + self.vectors
 
 
-def weight_kinds(block: torch.nn.Module) -> tuple[list[str], list[str]]:
-    """Paths of the modules inside a block that own a weight: (matrices, vectors)."""
-    matrices, vectors = [], []
+# The feed-forward matrices by their role in each family (w1 is the gate in SwiGLU but the
+# up projection in GPT-2's MLP); any other kind is shown by its last name.
+ROLES = {
+    "llama": {"feed_forward.w1": "w1 (gate)", "feed_forward.w2": "w2 (down)",
+              "feed_forward.w3": "w3 (up)"},
+    "gpt2": {"feed_forward.w1": "w1 (up)", "feed_forward.w2": "w2 (down)"},
+}
+
+
+def block_weights(block: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Each weight inside a block by the path of its module ("attention.wo", "ffn_norm"),
+    in module order. A module with a split_qkv() method (GPT-2's attention, whose one wqkv
+    matrix computes q, k and v) contributes the parts it names instead of the fused matrix:
+    "attention.wq", "attention.wk", "attention.wv" (views, nothing copied). Biases are
+    left out."""
+    out: dict[str, torch.Tensor] = {}
+    skip: set[int] = set()  # fused matrices already shown through their parts
     for name, module in block.named_modules():
+        split = getattr(module, "split_qkv", None)
+        if callable(split):
+            prefix = f"{name}." if name else ""
+            for key, part in split().items():
+                if key.endswith(".weight"):
+                    out[prefix + key.removesuffix(".weight")] = part
+                    if part._base is not None:
+                        skip.add(id(part._base))  # the fused parameter the part is a view of
+            continue
         w = dict(module.named_parameters(recurse=False)).get("weight") if name else None
-        if w is not None:
-            (matrices if w.dim() > 1 else vectors).append(name)
+        if w is not None and id(w) not in skip:
+            out[name] = w
+    return out
+
+
+def weight_kinds(block: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Paths of the weights inside a block (see block_weights): (matrices, vectors)."""
+    matrices, vectors = [], []
+    for name, w in block_weights(block).items():
+        (matrices if w.dim() > 1 else vectors).append(name)
     return matrices, vectors
 
 
@@ -126,8 +163,9 @@ def param_stats(model: torch.nn.Module) -> ParamStats:
     per: dict[str, list[TensorStats]] = {k: [] for k in kinds}
     rows: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
     for layer in model.layers:
+        weights = block_weights(layer)
         for kind in kinds:
-            w = layer.get_submodule(kind).weight
+            w = weights[kind]
             st, row_norms = _scan(w)
             per[kind].append(st)
             # Matrices: one norm per output row. Norm weights (vectors): the values themselves.
@@ -146,7 +184,7 @@ def param_stats(model: torch.nn.Module) -> ParamStats:
             lo, hi = lo - 0.5, hi + 0.5
         bins = HIST_BINS if kind in matrices else HIST_BINS_VECTORS
         hist_edges[kind] = np.linspace(lo, hi, bins + 1)
-        hist[kind] = np.stack([_histogram(layer.get_submodule(kind).weight, lo, hi, bins)
+        hist[kind] = np.stack([_histogram(block_weights(layer)[kind], lo, hi, bins)
                                for layer in model.layers])
 
     stats = {
@@ -160,9 +198,12 @@ def param_stats(model: torch.nn.Module) -> ParamStats:
         if w is not None and id(w) not in seen:
             seen.add(id(w))
             others[name] = tensor_stats(w)
+    family = family_of(model)
+    labels = {k: v for k, v in ROLES.get(family.name, {}).items() if k in kinds}
     return ParamStats(L, stats, others, hist_edges, hist,
-                      {k: np.stack(v) for k, v in rows.items()}, matrices, vectors)
+                      {k: np.stack(v) for k, v in rows.items()}, matrices, vectors, labels,
+                      family.norm)
 
 
-__all__ = ["TensorStats", "ParamStats", "tensor_stats", "param_stats", "weight_kinds",
+__all__ = ["TensorStats", "ParamStats", "tensor_stats", "param_stats", "weight_kinds", "block_weights",
            "PARAM_VIEWS", "STATS"]

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .capture import Cache, residual_stages
+from .capture import DEFAULT_RESIDUAL_INPUT, Cache, residual_stages
 from .common import AnalysisError
 
 PCA_VIEWS = ("grid", "trajectory")
@@ -59,6 +59,7 @@ class PCAResult:
     per_stage: list[PCA]  # grid: one PCA per stage; trajectory: one shared PCA ...
     coords: list[np.ndarray]  # ... and here each stage's (T, k) points either way
     dims: int
+    input_label: str = "embeddings"  # what stage 0 is (llama.family: residual_input_label)
 
 
 def pca_stages(
@@ -67,13 +68,19 @@ def pca_stages(
     dims: int = 2,
     view: str = "grid",
     skip_first: bool = False,
+    residual_input: str = DEFAULT_RESIDUAL_INPUT,
+    input_label: str = "embeddings",
 ) -> PCAResult:
-    """PCA of the residual vectors at `stages` (see capture.parse_stages)."""
+    """PCA of the residual vectors at `stages` (see capture.parse_stages).
+
+    residual_input: the hook of stage 0 (llama.family.residual_input(model)); input_label
+    names it in figures.
+    """
     if dims not in (2, 3):
         raise AnalysisError(f"dims must be 2 or 3, got {dims}")
     if view not in PCA_VIEWS:
         raise AnalysisError(f"pca view must be 'grid' or 'trajectory', got {view!r}")
-    vecs = residual_stages(cache, stages, "pca")  # each (T, D)
+    vecs = residual_stages(cache, stages, "pca", residual_input)  # each (T, D)
     T = vecs[0].shape[0]
     positions = list(range(1 if skip_first else 0, T))
     if len(positions) < 2:
@@ -81,13 +88,14 @@ def pca_stages(
     vecs = [v[positions].double() for v in vecs]
     if view == "grid":
         fits = [pca(v, dims) for v in vecs]
-        return PCAResult(view, list(stages), positions, fits, [f.coords for f in fits], dims)
+        return PCAResult(view, list(stages), positions, fits, [f.coords for f in fits], dims,
+                         input_label)
     # Trajectory: RMS-normalise each vector, fit once on all of them, split back per stage.
     normed = [v / v.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12) for v in vecs]
     fit = pca(torch.cat(normed), dims)
     n = len(positions)
     coords = [fit.coords[i * n : (i + 1) * n] for i in range(len(stages))]
-    return PCAResult(view, list(stages), positions, [fit], coords, dims)
+    return PCAResult(view, list(stages), positions, [fit], coords, dims, input_label)
 
 
 __all__ = ["PCA", "pca", "PCAResult", "pca_stages", "PCA_VIEWS"]

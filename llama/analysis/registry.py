@@ -21,13 +21,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..family import Family, family_of
 from .activations import activation_stats
 from .attention import attention_maps
 from .capture import n_layers_in, parse_stages, run_and_capture, stage_names
 from .common import AnalysisError, check_index
+from .embeddings import token_embeddings
 from .lens import logit_lens
 from .params import PARAM_VIEWS, param_stats
 from .pca import PCA_VIEWS, pca_stages
+from .positions import position_embeddings
 from .rope import rope_table
 from .saliency import saliency
 from .summary import model_summary
@@ -127,6 +130,16 @@ class ViewSource:
         toks = tokens_from_tokenizer(tokenizer, ids) if tokenizer is not None else plain_tokens(ids)
         return cls(model.args, model, tokenizer, ids, toks, prompt, name, run=run)
 
+    @property
+    def family(self) -> Family:
+        """The model family (llama.family) of the model, or of the configuration alone."""
+        return family_of(self.model if self.model is not None else self.args)
+
+    @property
+    def residual_input(self) -> str:
+        """The hook holding the residual stream entering layers.0 (stage 0 of the views)."""
+        return self.family.residual_input
+
     def token_tensor(self) -> torch.Tensor:
         device = self.model.tok_embeddings.weight.device
         return torch.tensor([self.ids], device=device)  # (1, T)
@@ -167,9 +180,22 @@ class ViewKind:
     options: tuple[Option, ...]
     compute: Callable[["ViewKind", ViewSource, dict], View] = field(repr=False, compare=False)
     doc: str = ""
+    # The model families (llama.family names) it shows something for; () = every family.
+    # rope is Llama's (GPT-2 has no RoPE), positions GPT-2's (Llama learns no positions):
+    # on another family they raise an AnalysisError saying so and naming the other view.
+    families: tuple[str, ...] = ()
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
+
+    def applies_to(self, model_or_args: Any) -> bool:
+        """Whether this kind shows something for that model (or configuration, or family)."""
+        return not self.families or family_of(model_or_args).name in self.families
+
+    def hook_names(self, src: ViewSource) -> tuple[str, ...]:
+        """`reads` for this source's model: RESIDUAL_INPUT becomes its family's hook for
+        the residual stream entering layers.0 (tok_embeddings, or GPT-2's embeddings)."""
+        return tuple(src.residual_input if r == RESIDUAL_INPUT else r for r in self.reads)
 
     def resolve(self, values: Mapping[str, Any] | None = None, spell: Callable[[str], str] = str) -> dict[str, Any]:
         """Every option of this kind: given values checked, the others at their defaults.
@@ -211,22 +237,24 @@ def _tokens(k: ViewKind, src: ViewSource, o: dict) -> View:
 
 
 def _pca(k: ViewKind, src: ViewSource, o: dict) -> View:
-    cache = src.captured(k.reads)
+    cache = src.captured(k.hook_names(src))
     L = _n_layers(src, cache)
     # A trajectory reads best with every stage; a grid with a handful of panels.
     if o["view"] == "trajectory" and o["layers"] is None:
         stages = list(range(L + 1))
     else:
         stages = parse_stages(o["layers"], L)
-    data = pca_stages(cache, stages, dims=o["dims"], view=o["view"], skip_first=o["skip_first"])
-    names = stage_names(L)
+    f = src.family
+    data = pca_stages(cache, stages, dims=o["dims"], view=o["view"], skip_first=o["skip_first"],
+                      residual_input=f.residual_input, input_label=f.residual_input_label)
+    names = stage_names(L, f.residual_input)
     return k.view(src, data, o, [names[s] for s in stages])
 
 
 def _attention(k: ViewKind, src: ViewSource, o: dict) -> View:
     o = dict(o, view=o["view"] or ("head" if o["head"] is not None else "grid"))
     if o["view"] == "sink":
-        cache = src.captured(k.reads)
+        cache = src.captured(k.hook_names(src))
         L = _n_layers(src, cache)
         maps = attention_maps(cache, n_layers=L)
         return k.view(src, maps, o, [f"layers.{i}.attention.probs" for i in sorted(maps.probs)])
@@ -241,24 +269,26 @@ def _attention(k: ViewKind, src: ViewSource, o: dict) -> View:
 
 
 def _activations(k: ViewKind, src: ViewSource, o: dict) -> View:
-    cache = src.captured(k.reads)
+    cache = src.captured(k.hook_names(src))
     L = n_layers_in(cache)
-    hooks = stage_names(L) + [f"layers.{i}.feed_forward.act" for i in range(L)]
-    return k.view(src, activation_stats(cache), o, hooks)
+    f = src.family
+    hooks = stage_names(L, f.residual_input) + [f"layers.{i}.feed_forward.act" for i in range(L)]
+    data = activation_stats(cache, f.residual_input, f.residual_input_label)
+    return k.view(src, data, o, hooks)
 
 
 def _lens(k: ViewKind, src: ViewSource, o: dict) -> View:
     if src.model is None:
         raise AnalysisError("lens applies the model's final norm and output matrix: it needs "
                             "the model, not only a capture")
-    cache = src.captured(k.reads)
+    cache = src.captured(k.hook_names(src))
     lens = logit_lens(src.model, cache, k=o["k"])
-    hooks = [stage_names(n_layers_in(cache))[s] for s in lens.stages]
+    hooks = [stage_names(n_layers_in(cache), lens.residual_input)[s] for s in lens.stages]
     return k.view(src, lens, o, hooks, lens.ranked_ids.ravel())
 
 
 def _topk(k: ViewKind, src: ViewSource, o: dict) -> View:
-    cache = src.captured(k.reads)
+    cache = src.captured(k.hook_names(src))
     if "logits" not in cache:
         raise AnalysisError("topk needs the 'logits' intermediate, which this export lacks")
     r = top_k(cache["logits"], k=o["k"], position=o["position"])
@@ -284,11 +314,22 @@ def _architecture(k: ViewKind, src: ViewSource, o: dict) -> View:
     return k.view(src, src.args, o)
 
 
+def _positions(k: ViewKind, src: ViewSource, o: dict) -> View:
+    return k.view(src, position_embeddings(src.model, o["positions"]), o, ["pos_embeddings"])
+
+
+def _embeddings(k: ViewKind, src: ViewSource, o: dict) -> View:
+    data = token_embeddings(src.captured(k.hook_names(src)), src.ids, dims=o["dims"])
+    return k.view(src, data, o, ["tok_embeddings"], data.ids)
+
+
 def _position(help_: str) -> Option:
     return Option("position", int, -1, help_)
 
 
-RESIDUAL = ("tok_embeddings", "layers.*.resid_post")
+# In `reads`: the family's hook for the residual stream entering layers.0 (ViewKind.hook_names).
+RESIDUAL_INPUT = "{residual_input}"
+RESIDUAL = (RESIDUAL_INPUT, "layers.*.resid_post")
 
 _KINDS = (
     ViewKind("summary", "model summary", MODEL, (), False, True, False, (), _summary,
@@ -329,9 +370,18 @@ _KINDS = (
     ), _params, "mean, spread, norms and histograms of every weight, layer by layer"),
     ViewKind("rope", "RoPE frequencies", CONFIG, (), False, True, False, (
         Option("positions", int, 256, "positions in the cos/sin tables", minimum=1),
-    ), _rope, "rotation speed of each pair of head dimensions, with and without scaling"),
+    ), _rope, "rotation speed of each pair of head dimensions, with and without scaling",
+       families=("llama",)),
     ViewKind("architecture", "architecture", CONFIG, (), False, True, False, (), _architecture,
              "the block structure with this model's real dimensions and its hook names"),
+    ViewKind("positions", "learned position embeddings", MODEL, (), False, False, True, (
+        Option("positions", int, None, "positions to show (default: every learned one)",
+               minimum=1),
+    ), _positions, "the learned position vectors (GPT-2): the matrix, their norms and how "
+       "similar positions are, by pair and by distance", families=("gpt2",)),
+    ViewKind("embeddings", "token embeddings", PROMPT, ("tok_embeddings",), True, True, False, (
+        Option("dims", int, 3, "2-D or 3-D", choices=(2, 3)),
+    ), _embeddings, "the prompt's distinct token vectors in their top principal components"),
 )
 
 VIEW_KINDS: dict[str, ViewKind] = {k.name: k for k in _KINDS}
@@ -367,5 +417,5 @@ def compute_view(kind: str, src: ViewSource, options: Mapping[str, Any] | None =
     return k.compute(k, src, opts)
 
 
-__all__ = ["PROMPT", "MODEL", "CONFIG", "ATTENTION_VIEWS", "Option", "View", "ViewSource",
+__all__ = ["PROMPT", "MODEL", "CONFIG", "ATTENTION_VIEWS", "RESIDUAL_INPUT", "Option", "View", "ViewSource",
            "ViewKind", "VIEW_KINDS", "view_kind", "option_names", "compute_view"]

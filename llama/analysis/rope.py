@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..family import ROPE, family_of
 from ..model import rope_inv_freq
 from .common import AnalysisError
 
@@ -51,8 +52,14 @@ def rope_table(args, positions: int = 256) -> RopeTable:
     """RoPE frequencies of a configuration and cos/sin for positions 0..positions-1."""
     if positions < 1:
         raise AnalysisError(f"positions must be >= 1, got {positions}")
-    if not hasattr(args, "rope_theta"):
-        raise AnalysisError("this model has no rotary position embedding (RoPE) to show")
+    family = family_of(args)
+    if family.positions != ROPE:
+        raise AnalysisError(
+            f"{family.title} has no rotary position embedding (RoPE) to show: it learns one "
+            f"vector per position ({args.max_seq_len:,} of them, pos_embeddings) and adds it to "
+            "the token embedding before the first block. The 'positions' view shows them and "
+            "how similar they are (llama-plot positions)."
+        )
     own = args.use_scaled_rope
     scaling = (
         {"factor": args.rope_scaling_factor, "low_freq_factor": args.rope_low_freq_factor,

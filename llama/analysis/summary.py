@@ -5,6 +5,10 @@ from an exported capture) returns a ModelSummary: the configuration, the paramet
 by component, whether the output matrix is tied to the embedding, the KV-cache cost per
 token and at full context, and the weight memory in each storage format.
 `summary_text(s)` writes it as text; llama.plots.plot_summary draws it.
+
+What differs between model families (their parameter formulas, the configuration rows
+that only one of them has: RoPE for Llama, learned positions and biases for GPT-2) is in
+two small tables keyed by the family's name (llama.family); the rest is shared.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import torch
 
 from ..dtypes import dtype_name
+from ..family import family_of
 from .common import human_bytes, human_count
 
 # Bytes per weight of each storage format. The GGUF block formats store 32 weights per
@@ -28,12 +33,13 @@ WEIGHT_FORMATS = {
 }
 KV_DTYPES = {"float32": 4, "bfloat16 / float16": 2}
 COMPONENTS = ("embedding", "attention", "feed-forward", "norms", "output")
+POSITIONS = "position embedding"  # a component of families that learn their positions
 
 
 @dataclass
 class ModelSummary:
     name: str
-    args: Any  # the model's configuration (llama.config.ModelArgs for a Llama)
+    args: Any  # the model's configuration (ModelArgs for a Llama, GPT2Config for GPT-2)
     config: list[tuple[str, str]]  # (label, value) rows
     params: dict[str, int]  # component -> parameter count (tied output counted once, as 0)
     total_params: int
@@ -46,7 +52,12 @@ class ModelSummary:
 
 
 def param_counts_from_args(args) -> dict[str, int]:
-    """Parameter count by component, from a Llama configuration alone."""
+    """Parameter count by component, from a configuration alone (any family: each has its
+    formula below; tests hold every formula to the count of a built model)."""
+    return _PARAM_FORMULAS[family_of(args).name](args)
+
+
+def _llama_param_counts(args) -> dict[str, int]:
     D, F, L, V = args.dim, args.hidden_dim, args.n_layers, args.vocab_size
     q = args.n_heads * args.head_dim
     kv = args.n_kv_heads * args.head_dim
@@ -62,13 +73,32 @@ def param_counts_from_args(args) -> dict[str, int]:
     }
 
 
+def _gpt2_param_counts(args) -> dict[str, int]:
+    D, F, L, V, P = args.dim, args.hidden_dim, args.n_layers, args.vocab_size, args.max_seq_len
+    return {
+        "embedding": V * D,
+        POSITIONS: P * D,  # one learned vector per position
+        "attention": L * (D * 3 * D + 3 * D + D * D + D),  # wqkv and wo, with biases
+        "feed-forward": L * (D * F + F + F * D + D),  # w1 and w2, with biases
+        "norms": (2 * L + 1) * 2 * D,  # two LayerNorms per block and the final one: weight + bias
+        "output": 0 if args.tie_embeddings else V * D,
+    }
+
+
+_PARAM_FORMULAS = {"llama": _llama_param_counts, "gpt2": _gpt2_param_counts}
+
+
 def param_counts_from_model(model: torch.nn.Module) -> dict[str, int]:
     """Parameter count by component, counted tensor by tensor (a tied matrix once)."""
     counts = dict.fromkeys(COMPONENTS, 0)
+    if any(name.startswith("pos_embeddings") for name, _ in model.named_parameters()):
+        counts = {"embedding": 0, POSITIONS: 0, **counts}  # listed after the token embedding
     # named_parameters() lists a shared tensor once, under its first name (tok_embeddings).
     for name, p in model.named_parameters():
-        if name.startswith(("tok_embeddings", "pos_embeddings")):
+        if name.startswith("tok_embeddings"):
             part = "embedding"
+        elif name.startswith("pos_embeddings"):
+            part = POSITIONS
         elif ".attention." in name:
             part = "attention"
         elif ".feed_forward." in name:
@@ -117,18 +147,11 @@ def model_summary(model_or_args, name: str = "model") -> ModelSummary:
         params = param_counts_from_args(args)
     else:
         raise TypeError(
-            f"model_summary needs a llama.model.Transformer or a ModelArgs, "
-            f"got {type(model_or_args).__name__}"
+            f"model_summary needs a model (llama.model.Transformer, llama.gpt2.GPT2) or its "
+            f"configuration (model.args), got {type(model_or_args).__name__}"
         )
     total = sum(params.values())
     a = args
-    if getattr(a, "use_scaled_rope", False):
-        scaling = (
-            f"llama3: factor {a.rope_scaling_factor:g}, low/high {a.rope_low_freq_factor:g}/"
-            f"{a.rope_high_freq_factor:g}, original context {a.rope_original_max_seq_len:,}"
-        )
-    else:
-        scaling = "none"
     config = [
         ("hidden size (dim)", f"{a.dim:,}"),
         ("FFN hidden size", f"{a.hidden_dim:,}"),
@@ -139,11 +162,7 @@ def model_summary(model_or_args, name: str = "model") -> ModelSummary:
         ("vocabulary", f"{a.vocab_size:,}"),
         ("context (max_seq_len)", f"{a.max_seq_len:,}"),
     ]
-    if hasattr(a, "rope_theta"):  # a family with learned positions (GPT-2) has no RoPE rows
-        config += [("rope theta", f"{a.rope_theta:,g}"), ("rope scaling", scaling)]
-    if hasattr(a, "norm_eps"):
-        config.append(("norm eps", f"{a.norm_eps:g}"))
-    config.append(("q/k/v bias", "yes (Qwen2)" if getattr(a, "attention_bias", False) else "no"))
+    config += _FAMILY_ROWS[family_of(a).name](a)
     # Keys and values: 2 tensors x layers x kv heads x head size numbers per token.
     per_token_numbers = 2 * a.n_layers * a.n_kv_heads * a.head_dim
     kv_tok = {k: per_token_numbers * b for k, b in KV_DTYPES.items()}
@@ -172,17 +191,42 @@ def model_summary(model_or_args, name: str = "model") -> ModelSummary:
     )
 
 
+def _llama_rows(a) -> list[tuple[str, str]]:
+    if a.use_scaled_rope:
+        scaling = (
+            f"llama3: factor {a.rope_scaling_factor:g}, low/high {a.rope_low_freq_factor:g}/"
+            f"{a.rope_high_freq_factor:g}, original context {a.rope_original_max_seq_len:,}"
+        )
+    else:
+        scaling = "none"
+    return [("rope theta", f"{a.rope_theta:,g}"), ("rope scaling", scaling),
+            ("norm eps", f"{a.norm_eps:g}"),
+            ("q/k/v bias", "yes (Qwen2)" if a.attention_bias else "no")]
+
+
+def _gpt2_rows(a) -> list[tuple[str, str]]:
+    return [("positions", f"learned: {a.max_seq_len:,} vectors (pos_embeddings), no RoPE"),
+            ("norm", f"LayerNorm, eps {a.norm_eps:g}"),
+            ("MLP activation", "GELU (tanh approximation)"),
+            ("biases", "on every linear layer and norm")]
+
+
+# Configuration rows only one family has (what the shared rows above do not say).
+_FAMILY_ROWS = {"llama": _llama_rows, "gpt2": _gpt2_rows}
+
+
 def summary_text(s: ModelSummary) -> str:
     """The summary as plain text (what `llama-plot summary --text` prints)."""
     lines = [f"{s.name}", "", "Configuration"]
     width = max(len(k) for k, _ in s.config)
     lines += [f"  {k:<{width}}  {v}" for k, v in s.config]
     lines += ["", "Parameters"]
+    name_width = max([13, *(len(part) for part in s.params)])
     for part, n in s.params.items():
         share = 100 * n / s.total_params if s.total_params else 0
         extra = "  (tied to the embedding)" if part == "output" and n == 0 else ""
-        lines.append(f"  {part:<13} {n:>15,}  {share:5.1f}%{extra}")
-    lines.append(f"  {'total':<13} {s.total_params:>15,}  ({human_count(s.total_params)})")
+        lines.append(f"  {part:<{name_width}} {n:>15,}  {share:5.1f}%{extra}")
+    lines.append(f"  {'total':<{name_width}} {s.total_params:>15,}  ({human_count(s.total_params)})")
     lines += ["", f"Embedding/output: {s.tied}", "", "KV cache (keys + values, all layers)"]
     for k in s.kv_bytes_per_token:
         lines.append(
@@ -206,4 +250,5 @@ __all__ = [
     "WEIGHT_FORMATS",
     "KV_DTYPES",
     "COMPONENTS",
+    "POSITIONS",
 ]

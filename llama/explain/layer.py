@@ -1,8 +1,11 @@
-"""The stages inside one TransformerBlock, one small function each.
+"""The stages inside one block, one small function each.
 
 Every stage function takes a `LayerView` (the model, its capture, the source map and what
-to show) and returns a `Stage`; `LAYER_STAGES` lists them in the order the block's forward
-computes them.
+to show) and returns a `Stage`; `LAYER_STAGES` lists a Llama TransformerBlock's in the order
+its forward computes them. The stages that every family shares (the norms, scores, mask,
+softmax, weighted sum, output projection and residuals) find their source lines through
+the class names of the model they are given, so they serve GPT-2 too
+(llama/explain/gpt2.py adds its own q/k/v split and GELU MLP).
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ from typing import Callable
 
 import torch
 
-from ..model import Transformer, causal_mask, repeat_kv, rope_inv_freq
-from ..source import SourceMap
+from torch import nn
+
+from ..family import family_of
+from ..model import causal_mask, repeat_kv, rope_inv_freq
+from ..source import SourceLine, SourceLocatorError, SourceMap
 from .text import Index, Stage, format_number, matrix_lines, vector_line
 
 
 @dataclass
 class LayerView:
-    """What every stage of one TransformerBlock reads: the model and its capture, where to
-    look in the source, and which token, head, RoPE pair and window of tokens to show."""
+    """What every stage of one block reads: the model and its capture, where to look in the
+    source, and which token, head, RoPE pair and window of tokens to show."""
 
-    model: Transformer
+    model: nn.Module
     cache: dict
     src: SourceMap
     L: int  # the layer
@@ -34,6 +40,9 @@ class LayerView:
     labels: list[str]  # "t=3 ' is'" for every token
     vec: slice  # the first values of a D- or F-sized vector
     hvec: slice  # the first values of a head vector (at most Hd)
+    # llama/model.py's map, for the helpers every family imports from it (causal_mask);
+    # None: `src` is that map already (a Llama model).
+    shared: SourceMap | None = None
 
     @property
     def a(self):
@@ -61,8 +70,34 @@ class LayerView:
 
     @property
     def x_name(self) -> str:
-        """The block's input: the embeddings, or the previous block's output."""
-        return "tok_embeddings" if self.L == 0 else f"layers.{self.L - 1}.resid_post"
+        """The block's input: the embeddings (the family's residual input: tok_embeddings,
+        or GPT-2's embeddings), or the previous block's output."""
+        return family_of(self.model).residual_input if self.L == 0 else f"layers.{self.L - 1}.resid_post"
+
+    # The model's own class names, so that one stage finds its lines in either family.
+    @property
+    def model_cls(self) -> str:
+        return type(self.model).__name__  # Transformer, GPT2
+
+    @property
+    def block_cls(self) -> str:
+        return type(self.model.layers[self.L]).__name__  # TransformerBlock, GPT2Block
+
+    @property
+    def attn_cls(self) -> str:
+        return type(self.model.layers[self.L].attention).__name__  # Attention, GPT2Attention
+
+    @property
+    def mlp_cls(self) -> str:
+        return type(self.model.layers[self.L].feed_forward).__name__  # FeedForward, GPT2MLP
+
+    @property
+    def norm_cls(self) -> str:
+        return type(self.model.layers[self.L].attention_norm).__name__  # RMSNorm, LayerNorm
+
+    @property
+    def shared_src(self) -> SourceMap:
+        return self.shared if self.shared is not None else self.src
 
     @property
     def rows(self) -> list[str]:
@@ -72,28 +107,60 @@ class LayerView:
         return vector_line(name, self.cache[name], index, note)
 
 
-def _norm_body(v: LayerView, x_name: str, out_name: str, weight_name: str, weight) -> list[str]:
+def _rms_norm_body(v: LayerView, x_name: str, out_name: str, module_name: str, norm) -> list[str]:
     x = v.cache[x_name]
     ms = x[0, v.t].double().pow(2).mean().item()
     eps = v.a.norm_eps
     return [
         vector_line(x_name, x, (0, v.t, v.vec), "input: the residual stream"),
         f"  rms = sqrt(mean(x^2) + eps) = sqrt({ms:.6g} + {eps:g}) = {math.sqrt(ms + eps):.6g}",
-        vector_line(weight_name, weight.detach().float().cpu(), (v.vec,), "learned per-channel scale"),
+        vector_line(f"{module_name}.weight", norm.weight.detach().float().cpu(), (v.vec,),
+                    "learned per-channel scale"),
         vector_line(out_name, v.cache[out_name], (0, v.t, v.vec), "= x / rms * weight"),
     ]
 
 
-def attention_norm_stage(v: LayerView) -> Stage:
+def _layer_norm_body(v: LayerView, x_name: str, out_name: str, module_name: str, norm) -> list[str]:
+    x = v.cache[x_name][0, v.t].double()
+    mean, var = x.mean().item(), (x - x.mean()).pow(2).mean().item()
+    eps = norm.eps
+    return [
+        vector_line(x_name, v.cache[x_name], (0, v.t, v.vec), "input: the residual stream"),
+        f"  mean(x) = {mean:.6g}; var(x) = mean((x - mean)^2) = {var:.6g}; "
+        f"std = sqrt(var + eps) = sqrt({var:.6g} + {eps:g}) = {math.sqrt(var + eps):.6g}",
+        vector_line(f"{module_name}.weight", norm.weight.detach().float().cpu(), (v.vec,),
+                    "learned per-channel scale"),
+        vector_line(f"{module_name}.bias", norm.bias.detach().float().cpu(), (v.vec,),
+                    "learned per-channel shift"),
+        vector_line(out_name, v.cache[out_name], (0, v.t, v.vec), "= (x - mean) / std * weight + bias"),
+    ]
+
+
+# What each kind of norm does, by the class name of the module: (what it does, its numbers).
+NORMS = {
+    "RMSNorm": ("Scale each token's vector to unit root-mean-square, then by a learned weight, "
+                "so {where} sees inputs of a steady size.", _rms_norm_body),
+    "LayerNorm": ("Centre each token's vector (subtract its mean), scale it to unit standard "
+                  "deviation, then by a learned weight plus a learned bias, so {where} sees "
+                  "inputs of a steady size.", _layer_norm_body),
+}
+
+
+def _norm_stage(v: LayerView, title: str, where: str, x_name: str, module: str, what: str | None = None) -> Stage:
+    norm = getattr(v.model.layers[v.L], module)
+    cls = type(norm).__name__
+    text, body = NORMS[cls]
     return Stage(
-        f"Layer {v.L}: RMSNorm before attention",
-        "Scale each token's vector to unit root-mean-square, then by a learned weight, so "
-        "attention sees inputs of a steady size.",
-        [("attention_norm", v.src.tap("TransformerBlock", "attention_norm")),
-         ("inside RMSNorm", v.src.call("RMSNorm.forward", "rsqrt"))],
-        _norm_body(v, v.x_name, f"{v.p}.attention_norm", f"{v.p}.attention_norm.weight",
-                   v.model.layers[v.L].attention_norm.weight),
+        f"Layer {v.L}: {cls} {title}",
+        what or text.format(where=where),
+        [(module, v.src.tap(v.block_cls, module)),
+         (f"inside {cls}", v.src.call(f"{cls}.forward", "rsqrt"))],
+        body(v, x_name, f"{v.p}.{module}", f"{v.p}.{module}", norm),
     )
+
+
+def attention_norm_stage(v: LayerView) -> Stage:
+    return _norm_stage(v, "before attention", "attention", v.x_name, "attention_norm")
 
 
 def qkv_stage(v: LayerView) -> Stage:
@@ -114,8 +181,8 @@ def qkv_stage(v: LayerView) -> Stage:
         "Three linear maps of the normalised vector: a query (what this token looks for), a "
         "key (what it offers) and a value (what it passes on). The last dimension is then "
         "cut into heads that attend independently.",
-        [("query", v.src.tap("Attention", "q")), ("key", v.src.tap("Attention", "k")),
-         ("value", v.src.tap("Attention", "v"))],
+        [("query", v.src.tap(v.attn_cls, "q")), ("key", v.src.tap(v.attn_cls, "k")),
+         ("value", v.src.tap(v.attn_cls, "v"))],
         body,
     )
 
@@ -159,21 +226,27 @@ def rope_stage(v: LayerView) -> Stage:
 
 def scores_stage(v: LayerView) -> Stage:
     a, scores = v.a, v.cache[f"{v.att}.scores"]
+    # The rotated q and k where the model has RoPE (its attention taps q_rot), else q and k.
+    rotated = "q_rot" in type(v.model.layers[v.L].attention).tap_points
+    q, k = ("q_rot", "k_rot") if rotated else ("q", "k")
     body = [
         f"  scores: {tuple(scores.shape)} = (B, H, T, S); scores[b, h, t, s] = "
-        f"q_rot[t] . k_rot[s] / sqrt({a.head_dim})",
+        f"{q}[t] . {k}[s] / sqrt({a.head_dim})",
         v.vector(f"{v.att}.scores", (0, v.head, v.t, v.window),
                  f"token t={v.t} against keys {v.window.start}..{v.t}"),
     ]
     if v.n_rep > 1:
         body.append(f"  grouped-query attention: the {a.n_kv_heads} kv heads are repeated "
                     f"{v.n_rep} times so each query head has keys")
+    sources = [("scores", v.src.assignment(f"{v.attn_cls}.explicit_attention", "scores", "first"))]
+    shared = _optional(v.src.call, f"{v.attn_cls}.explicit_attention", "repeat_kv")
+    if shared is not None:  # only attention with shared (grouped) key/value heads has it
+        sources.append(("share kv heads", shared))
     return Stage(
         f"Layer {v.L}: attention scores",
         "How well each query matches each key: a dot product, divided by sqrt(Hd) so the "
         "softmax that follows is not too peaked.",
-        [("scores", v.src.assignment("Attention.explicit_attention", "scores", "first")),
-         ("share kv heads", v.src.call("Attention.explicit_attention", "repeat_kv"))],
+        sources,
         body,
     )
 
@@ -193,9 +266,9 @@ def mask_stage(v: LayerView) -> Stage:
         f"Layer {v.L}: causal mask",
         "A token may only look at itself and earlier tokens: -inf is added to every score "
         "of a later key, so softmax gives it probability 0.",
-        [("add the mask", v.src.tap("Attention", "scores")),
-         ("build the mask", v.src.call("causal_mask", "triu")),
-         ("mask for this call", v.src.assignment("Transformer.forward", "mask"))],
+        [("add the mask", v.src.tap(v.attn_cls, "scores")),
+         ("build the mask", v.shared_src.call("causal_mask", "triu")),
+         ("mask for this call", v.src.assignment(f"{v.model_cls}.forward", "mask"))],
         body,
     )
 
@@ -210,7 +283,7 @@ def softmax_stage(v: LayerView) -> Stage:
     return Stage(
         f"Layer {v.L}: softmax",
         "Each row of scores becomes a probability distribution over the keys (in float32).",
-        [("softmax", v.src.tap("Attention", "probs"))],
+        [("softmax", v.src.tap(v.attn_cls, "probs"))],
         body,
     )
 
@@ -235,9 +308,9 @@ def weighted_sum_stage(v: LayerView) -> Stage:
         f"Layer {v.L}: weighted sum of values",
         "Each query's output is the average of the value vectors, weighted by its "
         "probabilities. (The default fast path computes the same in one fused call.)",
-        [("probs @ v", v.src.matmul("Attention.explicit_attention", "probs")),
-         ("fused path", v.src.call("Attention.forward", "scaled_dot_product_attention")),
-         ("back to (B, T, H, Hd)", v.src.tap("Attention", "heads"))],
+        [("probs @ v", v.src.matmul(f"{v.attn_cls}.explicit_attention", "probs")),
+         ("fused path", v.src.call(f"{v.attn_cls}.forward", "scaled_dot_product_attention")),
+         ("back to (B, T, H, Hd)", v.src.tap(v.attn_cls, "heads"))],
         body,
     )
 
@@ -248,7 +321,7 @@ def output_projection_stage(v: LayerView) -> Stage:
         f"Layer {v.L}: output projection",
         "The heads are laid side by side again (B, T, H*Hd) and wo mixes them back into "
         "the model width.",
-        [("wo", v.src.tap("Attention", "out"))],
+        [("wo", v.src.tap(v.attn_cls, "out"))],
         [f"  heads (B, T, H, Hd) -> reshape (B, T, {a.n_heads * a.head_dim}) -> wo -> "
          f"{tuple(out.shape)} = (B, T, D)",
          v.vector(f"{v.att}.out", (0, v.t, v.vec))],
@@ -260,7 +333,7 @@ def attention_residual_stage(v: LayerView) -> Stage:
     return Stage(
         f"Layer {v.L}: residual connection",
         "Attention's output is added to the residual stream, never replacing it.",
-        [("x + attention", v.src.tap("TransformerBlock", "resid_mid"))],
+        [("x + attention", v.src.tap(v.block_cls, "resid_mid"))],
         [v.vector(v.x_name, at, "x"),
          v.vector(f"{v.att}.out", at, "+ attention"),
          v.vector(f"{v.p}.resid_mid", at, "= h")],
@@ -268,14 +341,9 @@ def attention_residual_stage(v: LayerView) -> Stage:
 
 
 def ffn_norm_stage(v: LayerView) -> Stage:
-    return Stage(
-        f"Layer {v.L}: RMSNorm before the feed-forward",
-        "The same normalisation, with its own weight, on the updated stream.",
-        [("ffn_norm", v.src.tap("TransformerBlock", "ffn_norm")),
-         ("inside RMSNorm", v.src.call("RMSNorm.forward", "rsqrt"))],
-        _norm_body(v, f"{v.p}.resid_mid", f"{v.p}.ffn_norm", f"{v.p}.ffn_norm.weight",
-                   v.model.layers[v.L].ffn_norm.weight),
-    )
+    own = "weight and bias" if getattr(v.model.layers[v.L].ffn_norm, "bias", None) is not None else "weight"
+    return _norm_stage(v, "before the feed-forward", "the feed-forward", f"{v.p}.resid_mid",
+                       "ffn_norm", f"The same normalisation, with its own {own}, on the updated stream.")
 
 
 def swiglu_stage(v: LayerView) -> Stage:
@@ -303,7 +371,7 @@ def ffn_residual_stage(v: LayerView) -> Stage:
     return Stage(
         f"Layer {v.L}: residual connection",
         "The feed-forward output is added to the stream: this is the layer's output.",
-        [("h + feed_forward", v.src.tap("TransformerBlock", "resid_post"))],
+        [("h + feed_forward", v.src.tap(v.block_cls, "resid_post"))],
         [v.vector(f"{v.p}.resid_mid", at, "h"),
          v.vector(f"{v.ff}.out", at, "+ feed-forward"),
          v.vector(f"{v.p}.resid_post", at, f"= output of layer {v.L}")],
@@ -327,4 +395,12 @@ LAYER_STAGES: tuple[Callable[[LayerView], Stage], ...] = (
 )
 
 
-__all__ = ["LayerView", "LAYER_STAGES"] + [f.__name__ for f in LAYER_STAGES]
+def _optional(find, *args) -> SourceLine | None:
+    """A source line that only some models' code has (None when this one lacks it)."""
+    try:
+        return find(*args)
+    except SourceLocatorError:
+        return None
+
+
+__all__ = ["LayerView", "LAYER_STAGES", "NORMS"] + [f.__name__ for f in LAYER_STAGES]

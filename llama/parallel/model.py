@@ -232,9 +232,9 @@ def is_parallel(model: nn.Module) -> bool:
     """Is `model` split across ranks (its weights DTensors)?
 
     Code that needs each weight whole in this process must check this first and leave
-    such a model alone: llama.speed's fast kernels (FastLinear calls oneDNN and bmm on the
-    weight, which DTensor has no rule for), optimize(), anything that multiplies a weight
-    by a plain tensor.
+    such a model alone: llama.speed.optimize (its kernels call oneDNN, bmm and integer
+    products on the weight, which DTensor has no rules for), anything that multiplies a
+    weight by a plain tensor.
     """
     if isinstance(model, TensorParallelTransformer):
         return True

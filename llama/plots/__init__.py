@@ -23,9 +23,11 @@ from .activations import plot_activations
 from .architecture import plot_architecture
 from .attention import plot_attention_grid, plot_attention_head, plot_first_token_share
 from .draw import RENDERERS, draw
+from .embeddings import plot_embeddings
 from .lens import plot_lens
 from .params import plot_params
 from .pca import plot_pca
+from .positions import plot_positions
 from .rope import plot_rope
 from .saliency import plot_saliency
 from .summary import plot_summary
@@ -36,5 +38,6 @@ __all__ = [
     "PlotError", "readable_token", "save_figure", "draw", "RENDERERS",
     "plot_activations", "plot_architecture", "plot_attention_grid", "plot_attention_head",
     "plot_first_token_share", "plot_lens", "plot_params", "plot_pca", "plot_rope",
+    "plot_positions", "plot_embeddings",
     "plot_saliency", "plot_summary", "plot_tokens", "plot_topk",
 ]

@@ -34,7 +34,7 @@ def plot_activations(a: ActivationStats, tokens: Tokens, name: str = "model") ->
         ax.set_yticklabels(ylabels[::step], fontsize=8)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
-    axes[0].set_ylabel("stage (embed = embeddings, Li = after layers.i)")
+    axes[0].set_ylabel(f"stage (embed = {a.input_label}, Li = after layers.i)")
     axes[1].set_ylabel("layer")
     fig.suptitle(f"{name}: activation magnitudes per token and layer", fontsize=12)
     return fig

@@ -14,9 +14,11 @@ from ._common import Figure, PlotError
 from .activations import plot_activations
 from .architecture import plot_architecture
 from .attention import plot_attention_grid, plot_attention_head, plot_first_token_share
+from .embeddings import plot_embeddings
 from .lens import plot_lens
 from .params import plot_params
 from .pca import plot_pca
+from .positions import plot_positions
 from .rope import plot_rope
 from .saliency import plot_saliency
 from .summary import plot_summary
@@ -50,6 +52,8 @@ RENDERERS: dict[str, Callable[[View], Figure]] = {
     "params": lambda v: plot_params(v.data, view=v.options["view"], name=v.name),
     "rope": lambda v: plot_rope(v.data, v.name),
     "architecture": lambda v: plot_architecture(v.data, v.name),
+    "positions": lambda v: plot_positions(v.data, v.name),
+    "embeddings": lambda v: plot_embeddings(v.data, v.tokens, v.name),
 }
 
 

@@ -29,7 +29,7 @@ def plot_lens(lens: LogitLens, tokens: Tokens, decode=None, name: str = "model")
     ax.set_xlabel("input token (the cell shows the prediction for the token after it)")
     ax.set_yticks(range(S))
     ax.set_yticklabels([stage_label(s) for s in lens.stages], fontsize=token_fontsize(S))
-    ax.set_ylabel("stage (embed = embeddings, Li = after layers.i)")
+    ax.set_ylabel(f"stage (embed = {lens.input_label}, Li = after layers.i)")
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="probability of the top token")
     ax.set_title(f"{name}: logit lens — top next token at every layer (bold = the model's "
                  "final prediction)", fontsize=11)

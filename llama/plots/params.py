@@ -10,15 +10,13 @@ import numpy as np
 from ..analysis import PARAM_VIEWS, ParamStats
 from ._common import Figure, PlotError, new_figure
 
-# Llama's feed-forward matrices by their role; any other kind is shown by its last name.
-_ROLES = {"feed_forward.w1": "w1 (gate)", "feed_forward.w2": "w2 (down)",
-          "feed_forward.w3": "w3 (up)"}
 _PALETTE = ("#1f77b4", "#17becf", "#2ca02c", "#9467bd", "#d62728", "#ff7f0e", "#8c564b",
             "#7f7f7f", "#bcbd22", "#e377c2", "#aec7e8", "#98df8a")
 
 
-def _short(kind: str) -> str:
-    return _ROLES.get(kind, kind.split(".")[-1])
+def _short(kind: str, ps: ParamStats) -> str:
+    # The role the analysis knows for the kind (w1 (gate) in a Llama), else its last name.
+    return ps.labels.get(kind, kind.split(".")[-1])
 
 
 def _colors(ps: ParamStats) -> dict[str, str]:
@@ -56,7 +54,7 @@ def _plot_stats(ps: ParamStats, name: str) -> Figure:
         for kind in ps.kinds:
             style = "--" if kind in ps.vectors else "-"
             ax.plot(layers, ps.stats[kind][st], style, marker=".", color=colors[kind],
-                    label=_short(kind))
+                    label=_short(kind, ps))
         ax.set_title(titles[st])
         ax.grid(alpha=0.3)
         if st in ("norm", "absmax"):
@@ -86,7 +84,7 @@ def _plot_hist(ps: ParamStats, name: str) -> Figure:
         ax.fill_between(centers, pooled / pooled.sum() / width, color="#cccccc", alpha=0.6,
                         label="all layers", step="mid")
         ax.set_yscale("log")
-        ax.set_title(f"{_short(kind)}   (std, layer 0: {ps.stats[kind]['std'][0]:.3g})", fontsize=10)
+        ax.set_title(f"{_short(kind, ps)}   (std, layer 0: {ps.stats[kind]['std'][0]:.3g})", fontsize=10)
         ax.set_xlabel("weight value")
         ax.grid(alpha=0.3)
     cols = math.ceil(math.sqrt(len(ps.kinds)))
@@ -107,12 +105,12 @@ def _plot_heatmap(ps: ParamStats, name: str) -> Figure:
         im = ax.imshow(data, aspect="auto", interpolation="nearest", cmap="magma",
                        origin="lower", vmin=lo, vmax=hi)
         what = "value" if kind in ps.vectors else "row norm"
-        ax.set_title(f"{_short(kind)}: {what} per output feature", fontsize=10)
+        ax.set_title(f"{_short(kind, ps)}: {what} per output feature", fontsize=10)
         ax.set_ylabel("layer")
         ax.set_xlabel("output feature (row)" if kind in ps.matrices else "dimension")
         fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, extend="both")
     fig.suptitle(f"{name}: every projection across layers\n(each row of a matrix reduced to "
-                 "its L2 norm; RMSNorm weights as they are; colours clipped at the 0.5 and 99.5 "
+                 f"its L2 norm; {ps.norm} weights as they are; colours clipped at the 0.5 and 99.5 "
                  "percentiles)", fontsize=12)
     return fig
 

@@ -12,7 +12,7 @@ from ._common import Figure, new_figure, tick_labels, token_fontsize
 def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
     labels = [tick_labels(tokens)[p] for p in r.positions]
     n = len(labels)
-    colors = _token_colors(n)
+    colors = token_colors(n)
     proj = "3d" if r.dims == 3 else None
     fs = max(6.5, token_fontsize(n))
     if r.view == "grid":
@@ -21,9 +21,9 @@ def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
         fig = new_figure(5.2 * cols, 4.6 * rows)
         for idx, (stage, fit) in enumerate(zip(r.stages, r.per_stage)):
             ax = fig.add_subplot(rows, cols, idx + 1, projection=proj)
-            _scatter(ax, fit.coords, labels, colors, fs)
+            scatter_tokens(ax, fit.coords, labels, colors, fs)
             ev = fit.explained_variance_ratio
-            where = "embeddings" if stage == 0 else f"after layers.{stage - 1}"
+            where = r.input_label if stage == 0 else f"after layers.{stage - 1}"
             ax.set_title(f"{where}  (PC1+PC2{'+PC3' if r.dims == 3 else ''} explain "
                          f"{100 * ev.sum():.0f}%)", fontsize=10)
             ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}%)")
@@ -63,21 +63,21 @@ def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
         stages = f"{stage_label(r.stages[0])} … {stage_label(r.stages[-1])}, {len(r.stages)} in all"
     fig.suptitle(
         f"{name}: each token's path through the layers ({stages})\n"
-        f"● = embeddings, ★ = last stage; boxes name the stages along the path of the last token "
+        f"● = {r.input_label}, ★ = last stage; boxes name the stages along the path of the last token "
         f"“{labels[-1]}”\nvectors RMS-normalised, one PCA fitted on all stages together",
         fontsize=11,
     )
     return fig
 
 
-def _token_colors(n: int) -> list:
+def token_colors(n: int) -> list:
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis" if n > 10 else "tab10"]
     return [cmap(i / max(1, n - 1)) if n > 10 else cmap(i) for i in range(n)]
 
 
-def _scatter(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float) -> None:
+def scatter_tokens(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float) -> None:
     pts = coords if coords.shape[1] >= 2 else np.pad(coords, ((0, 0), (0, 1)))
     if pts.shape[1] == 3:
         ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colors, s=30)
@@ -90,4 +90,4 @@ def _scatter(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float)
     ax.grid(alpha=0.3)
 
 
-__all__ = ["plot_pca"]
+__all__ = ["plot_pca", "scatter_tokens", "token_colors"]

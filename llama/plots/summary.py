@@ -45,7 +45,7 @@ def plot_summary(s: ModelSummary) -> Figure:
     # Top right: parameters by component.
     parts = [p for p in s.params]
     counts = [s.params[p] for p in parts]
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#8172b3", "#c44e52"]
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#8172b3", "#c44e52", "#937860"]
     bars = ax_par.barh(parts, counts, color=colors[: len(parts)])
     ax_par.invert_yaxis()
     ax_par.set_title("parameters by component")
