@@ -175,7 +175,8 @@ def main() -> int:
             result = run_one(path, device)
             torch.save(result, out_dir / f"rank{rank}-{k}.pt")
     except (TensorParallelError, RankFailureError, CheckpointError) as e:
-        print(f"[rank {rank}] {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"[rank {rank}] {type(e).__name__}: {e}\n")  # one write: one line
+        sys.stderr.flush()
         return 1
     shutdown()
     return 0
