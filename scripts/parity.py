@@ -229,12 +229,12 @@ def check(
 
 def _layer_by_layer(ckpt, kind, where, dtype, prompts, ids_list, tol, tok_check, intervene, **common) -> ParityReport:
     """Neither model is loaded whole: one decoder layer of each side at a time."""
-    from llama.model import Transformer
+    from llama.family import family_of
     from llama.parity.layerwise import run_layerwise
 
     transformers = require_transformers()
     with torch.device("meta"):
-        shell = Transformer(ckpt.args)  # for the hook names only: no memory
+        shell = family_of(ckpt.args).model()(ckpt.args)  # for the hook names only: no memory
     family = family_for_model(shell)
     names = comparable_names(shell, family)
     mine, theirs, config, family = run_layerwise(ckpt, kind, where, dtype, ids_list, names, intervene=intervene)
