@@ -428,7 +428,7 @@ GPT2_CULPRITS = {
     "logits": "the output matrix: tied to the token embedding (wte) or not, or how output.weight was read",
 }
 
-GPT2 = Family(
+GPT2_FAMILY = Family(  # named so, not GPT2: that is our model class (llama.gpt2.GPT2)
     name="gpt2",
     model_types=("gpt2",),
     layers="transformer.h",
@@ -493,7 +493,7 @@ GPT2 = Family(
     to_reference_state=gpt2_reference_state,
 )
 
-FAMILIES: tuple[Family, ...] = (LLAMA, GPT2)
+FAMILIES: tuple[Family, ...] = (LLAMA, GPT2_FAMILY)
 
 
 def family_for_model(model: Any) -> Family:
@@ -525,7 +525,7 @@ __all__ = [
     "Family",
     "FAMILIES",
     "LLAMA",
-    "GPT2",
+    "GPT2_FAMILY",
     "family_for",
     "family_for_model",
     "pairs_from_rotate_half",
