@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "KV-cache decoding, every layer's hook points, the tokenizer; name the first layer and hook "
         "point that differs and its likely cause. Exit 0 within tolerance, 1 not, 2 bad input.",
     )
-    p.add_argument("path", nargs="?", help="checkpoint: Meta folder, HF folder or GGUF file (default: SmolLM2-135M)")
+    p.add_argument("path", nargs="?", help="checkpoint: Meta folder, HF folder or GGUF file, Llama family or "
+                   "GPT-2 (default: SmolLM2-135M)")
     p.add_argument("--prompt", action="extend", nargs="+", metavar="TEXT",
                    help="prompt(s) to compare on (repeatable; default: three short built-in prompts)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",

@@ -86,8 +86,9 @@ def test_tiny_checkpoint_passes(tmp_path, kind, fmt):
         assert source["norm"] == f"hidden_states[{n_layers}]"
 
 
-def test_one_after_the_other_gives_the_same_numbers(tmp_path):
-    path = write_tiny("qwen2", "hf", tmp_path / "q")
+@pytest.mark.parametrize("kind,fmt", [("qwen2", "hf"), ("gpt2", "hf-bin")])
+def test_one_after_the_other_gives_the_same_numbers(tmp_path, kind, fmt):
+    path = write_tiny(kind, fmt, tmp_path / "q")
     together = check(path, PROMPTS[:1])
     apart = check(path, PROMPTS[:1], mode="one after the other")
     assert apart.mode == "one after the other" and apart.ok
