@@ -14,9 +14,9 @@ through the KV cache is not compared in this mode (the table shows "-").
 Weights: ours come from the checkpoint reader (`weights.open_checkpoint(path).read`,
 handed in as `ckpt`: this module never imports weights). transformers' layers are built
 from its own config and, for a Hugging Face folder, read from its files (safetensors, or
-pytorch_model.bin memory-mapped) by their Hugging Face names; for GGUF and Meta files they get our reader's tensors converted
-by the family table (as in reference_from_ours), so in those formats this mode checks
-the forward code, not the file reading.
+pytorch_model.bin memory-mapped) by their Hugging Face names; for GGUF and Meta files
+they get our reader's tensors converted by the family table (as in reference_from_ours),
+so in those formats this mode checks the forward code, not the file reading.
 
 Both families. What differs is how each side embeds the tokens and calls one layer, in
 one small steps class per family (`STEPS`, keyed by the parity Family's name): Llama's
