@@ -56,10 +56,9 @@ from llama.gpt2 import GPT2Config
 from .checkpoint import Checkpoint
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .gguf_file import GGUF_LAYER, TensorData
-from .hf import INDEX, SINGLE, read_json, shard_files
+from .hf import INDEX, SINGLE, read_json, tensor_files
 from .hf_layout import rename_tensor
 from .meta import load_pth
-from .safetensors_file import SafetensorsFile
 
 PYTORCH_BIN = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -172,19 +171,7 @@ def _weight_files(folder: Path) -> dict[str, Any]:
     that holds it. Safetensors are preferred when a folder has both, as transformers does."""
     has_safetensors = (folder / SINGLE).is_file() or (folder / INDEX).is_file() or any(folder.glob("*.safetensors"))
     if has_safetensors:
-        by_name = shard_files(folder)
-        if by_name:
-            files = {p: SafetensorsFile(p) for p in sorted(set(by_name.values()))}
-            for name, path in by_name.items():
-                if name not in files[path].shapes:
-                    raise CorruptCheckpointError(
-                        f"{INDEX} says {name!r} is in {path.name}, but that file does not hold it: "
-                        "the shards and the index do not belong together."
-                    )
-            return {name: files[path] for name, path in by_name.items()}
-        single = folder / SINGLE if (folder / SINGLE).is_file() else next(folder.glob("*.safetensors"))
-        file = SafetensorsFile(single)
-        return {name: file for name in file.shapes}
+        return tensor_files(folder)
     if (folder / PYTORCH_BIN).is_file():
         file = _PickledWeights(folder / PYTORCH_BIN)
         return {name: file for name in file.shapes}

@@ -83,21 +83,28 @@ def shard_files(folder: Path) -> dict[str, Path]:
     )
 
 
+def tensor_files(folder: Path) -> dict[str, SafetensorsFile]:
+    """Tensor name -> the opened safetensors file that holds it, each file opened once;
+    checks that every shard holds what the index says. Shared by the Llama and GPT-2
+    Hugging Face readers."""
+    by_name = shard_files(folder)
+    if not by_name:
+        single = folder / SINGLE if (folder / SINGLE).is_file() else next(folder.glob("*.safetensors"))
+        file = SafetensorsFile(single)
+        return {name: file for name in file.shapes}
+    files = {p: SafetensorsFile(p) for p in sorted(set(by_name.values()))}
+    for name, path in by_name.items():
+        if name not in files[path].shapes:
+            raise CorruptCheckpointError(
+                f"{INDEX} says {name!r} is in {path.name}, but that file does not hold it: "
+                "the shards and the index do not belong together."
+            )
+    return {name: files[path] for name, path in by_name.items()}
+
+
 def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
     args = read_hf_config(folder, **overrides)
-    by_name = shard_files(folder)
-    if by_name:
-        files = {p: SafetensorsFile(p) for p in sorted(set(by_name.values()))}
-        for name, path in by_name.items():
-            if name not in files[path].shapes:
-                raise CorruptCheckpointError(
-                    f"{INDEX} says {name!r} is in {path.name}, but that file does not hold it: "
-                    "the shards and the index do not belong together."
-                )
-    else:
-        single = folder / SINGLE if (folder / SINGLE).is_file() else next(folder.glob("*.safetensors"))
-        files = {single: SafetensorsFile(single)}
-        by_name = {name: single for name in files[single].shapes}
+    by_name = tensor_files(folder)  # Hugging Face name -> its file
 
     # Hugging Face name -> Meta name (None: a buffer we rebuild, e.g. rotary_emb.inv_freq).
     meta_names: dict[str, str] = {}
@@ -113,20 +120,17 @@ def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
         # No lm_head: the output projection is the embedding matrix.
         args = dataclasses.replace(args, tie_embeddings=True)
 
-    shapes = {meta: files[by_name[hf]].shapes[hf] for meta, hf in meta_names.items()}
+    shapes = {meta: by_name[hf].shapes[hf] for meta, hf in meta_names.items()}
     elements: Counter[torch.dtype] = Counter()
-    for hf_name, path in by_name.items():
-        numel = 1
-        for d in files[path].shapes[hf_name]:
-            numel *= d
-        elements[files[path].dtypes[hf_name]] += numel
+    for hf_name, file in by_name.items():
+        elements[file.dtypes[hf_name]] += torch.Size(file.shapes[hf_name]).numel()
     native = elements.most_common(1)[0][0] if elements else torch.float32
     if native not in SUPPORTED_DTYPES:
         native = torch.float32
 
     def read(meta_name: str, dtype: torch.dtype) -> torch.Tensor:
         hf_name = meta_names[meta_name]
-        file = files[by_name[hf_name]]
+        file = by_name[hf_name]
         if file.dtypes[hf_name] == dtype and qk_heads(meta_name, args) is None:
             return file.view(hf_name)  # the file's bytes, used in place
         # Converted anyway: read into fresh memory, reorder q/k rows, cast.
@@ -143,4 +147,4 @@ def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
     )
 
 
-__all__ = ["open_hf", "is_hf_folder", "read_hf_config", "read_json", "shard_files", "INDEX", "SINGLE"]
+__all__ = ["open_hf", "is_hf_folder", "read_hf_config", "read_json", "shard_files", "tensor_files", "INDEX", "SINGLE"]
