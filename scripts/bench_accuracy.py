@@ -73,7 +73,9 @@ def float64_logits(model, ids: torch.Tensor) -> torch.Tensor:
         lm.RMSNorm.forward, lm.apply_rotary_emb = saved
 
 
-def _ours(model, ids):
+def full_and_stepped(model, ids):
+    """The logits of one forward pass over ids, and of the same ids fed token by token
+    through the cache: (full, stepped), both (B, T, V)."""
     with torch.no_grad():
         model.reset_cache()
         full = model(ids)
@@ -122,20 +124,20 @@ def main(argv: list[str] | None = None) -> int:
             del hf
         except Exception as e:  # noqa: BLE001 - not installed, or a file it cannot read
             print(f"transformers skipped: {e}")
-    row("plain", [_ours(model, ids) for ids in batches])
+    row("plain", [full_and_stepped(model, ids) for ids in batches])
     optimize(model)
-    row("optimize", [_ours(model, ids) for ids in batches])
+    row("optimize", [full_and_stepped(model, ids) for ids in batches])
     use_standard_kernels(model)
     calibrate.forget_choices()
     optimize(model, same_accuracy=False)
-    row("optimize, rounding", [_ours(model, ids) for ids in batches])
+    row("optimize, rounding", [full_and_stepped(model, ids) for ids in batches])
     use_standard_kernels(model)
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = _Forced
     for kernel in kernels.CANDIDATES[1:]:
         _Forced.kernel = kernel
-        row(kernel.name, [_ours(model, ids) for ids in batches])
+        row(kernel.name, [full_and_stepped(model, ids) for ids in batches])
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from real_models import SMOLLM2_GGUF, needs_smollm2
+from scripts.bench_accuracy import full_and_stepped
 from test_weights_smollm2 import PROMPTS
 
 ATOL_OPTIMIZED = 2e-4
@@ -29,26 +30,17 @@ def model_and_tokenizer():
     return load_model(SMOLLM2_GGUF, dtype="float32"), load_tokenizer(SMOLLM2_GGUF)
 
 
-def _full_and_stepped(model, ids):
-    with torch.no_grad():
-        model.reset_cache()
-        full = model(ids)
-        model.reset_cache()
-        steps = [model(ids[:, :1])] + [model(ids[:, i : i + 1], start_pos=i) for i in range(1, ids.shape[1])]
-    return full, torch.cat(steps, 1)
-
-
 def test_optimize_keeps_the_plain_models_logits(model_and_tokenizer):
     from llama.speed import FastLinear, kernel_report, optimize, use_standard_kernels
 
     model, tok = model_and_tokenizer
     batches = [torch.tensor([tok.encode(p, bos=False, allow_special=True)]) for p in PROMPTS]
-    plain = [_full_and_stepped(model, ids) for ids in batches]
+    plain = [full_and_stepped(model, ids) for ids in batches]
     optimize(model)
     try:
         assert type(model.layers[0].feed_forward.w1) is FastLinear
         for ids, (plain_full, plain_steps) in zip(batches, plain):
-            full, steps = _full_and_stepped(model, ids)
+            full, steps = full_and_stepped(model, ids)
             for name, got, expected in (("full", full, plain_full), ("token by token", steps, plain_steps)):
                 diff = (got - expected).abs().max().item()
                 assert diff <= ATOL_OPTIMIZED, f"{name}: max |logit diff| {diff:.3g}"
