@@ -73,7 +73,7 @@ class Option:
         """
         if value is None:
             if self.required:
-                raise AnalysisError(f"{kind} needs {spell(self.name)}: {self.help}")
+                raise AnalysisError(f"{kind} needs {spell(self.name)} ({self.help})")
             return self.default
         flag = spell(self.name)
         if self.type is bool:
@@ -480,8 +480,8 @@ def compute_view(kind: str, src: ViewSource, options: Mapping[str, Any] | None =
     if k.needs == PROMPT and not src.ids:
         raise AnalysisError(f"{kind} needs a prompt: give some text or token ids")
     if src.model is None and not k.from_capture:
-        raise AnalysisError(f"{kind} needs the model itself (gradients or weights), which a "
-                            "capture file does not hold")
+        raise AnalysisError(f"{kind} needs the model itself (gradients, weights or runs with "
+                            "edits), which a capture file does not hold")
     return k.compute(k, src, opts)
 
 

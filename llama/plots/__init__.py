@@ -19,7 +19,7 @@ as they were before the numbers moved to llama.analysis; new code imports them f
 """
 
 from ..analysis import *  # noqa: F401,F403 - the analysis names, for code written before it
-from ._common import PlotError, readable_token, save_figure
+from .common import PlotError, readable_token, save_figure
 from .activations import plot_activations
 from .architecture import plot_architecture
 from .attention import plot_attention_grid, plot_attention_head, plot_first_token_share

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..analysis import View
-from ._common import Figure, PlotError, math_safe
+from .common import Figure, PlotError, math_safe
 from .activations import plot_activations
 from .architecture import plot_architecture
 from .attention import plot_attention_grid, plot_attention_head, plot_first_token_share
@@ -34,8 +34,9 @@ def _decode(v: View):
 
 def _steering_title(v: View) -> str:
     o = v.options
-    return math_safe(f"{v.name}: {o['plus']!r} - {o['minus']!r} ({o['how']} over positions) x "
-                     f"{o['scale']:g}, added after layers.{v.data.layer}")
+    how = "mean over positions" if o["how"] == "mean" else "last positions"
+    return math_safe(f"{v.name}: {o['plus']!r} - {o['minus']!r} ({how}) x {o['scale']:g}, "
+                     f"added after layers.{v.data.layer}")
 
 
 def _attention(v: View) -> Figure:
