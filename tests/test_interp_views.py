@@ -253,7 +253,7 @@ def test_token_options_and_default_answers(model, tok):
     assert top_token(model, ids) == a and choose_answers(model, ids, tok.encode(CORRUPT)) == (a, w)
     with pytest.raises(InterpError, match="too, the clean prompt's answer: give the wrong answer"):
         choose_answers(model, ids, list(ids))  # a "corrupted" prompt answered the same way
-    assert choose_answers(model, ids, list(ids), wrong=" Rome") == (a, 7268)
+    assert choose_answers(model, ids, list(ids), wrong=" Rome", tokenizer=tok) == (a, 7268)
 
 
 def test_experiments_need_the_model_not_a_capture(model, tok):
