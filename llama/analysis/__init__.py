@@ -37,6 +37,7 @@ from .params import (
     param_stats,
     tensor_stats,
     weight_kinds,
+    whole_tensor,
 )
 from .pca import PCA, PCA_VIEWS, PCAResult, pca, pca_stages
 from .positions import PositionEmbeddings, position_embeddings
@@ -88,7 +89,7 @@ __all__ = [
     "LogitLens", "logit_lens",
     "PCA", "PCAResult", "PCA_VIEWS", "pca", "pca_stages",
     "ParamStats", "TensorStats", "PARAM_VIEWS", "param_stats", "tensor_stats", "weight_kinds",
-    "block_weights",
+    "block_weights", "whole_tensor",
     "PositionEmbeddings", "position_embeddings",
     "TokenEmbeddings", "token_embeddings",
     "RopeTable", "ILLUSTRATIVE_SCALING", "rope_table",
