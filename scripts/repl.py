@@ -46,7 +46,8 @@ from . import repl_inspect, repl_text
 from .loading import LoadError, add_model_options, banner, load, positive_int  # noqa: F401 - load: tests
 from .repl_inspect import InspectCommands
 from .repl_text import TextCommands
-from .terminal import BAR_WIDTH, ReplError, Style, ask_yes_no, bar, run_interactive, run_piped, show_piece  # noqa: F401 - bar: tests
+from .terminal import (BAR_WIDTH, ReplError, Style, ask_yes_no, bar,  # noqa: F401 - bar: for tests
+                       run_interactive, run_piped, show_piece)
 
 SHOWN_TOKENS = 64  # the token view shows at most this many (the last ones)
 

@@ -78,7 +78,10 @@ def choose_answers(model: torch.nn.Module, clean: Prompt, corrupt: Prompt, answe
     Given ones are read with token_option; by default the answer is the clean prompt's top
     next token and the wrong answer the corrupted prompt's. Both the same is an error.
     """
-    a = token_option(answer, model, tokenizer) if answer is not None else top_token(model, clean, tokenizer=tokenizer)
+    if answer is not None:
+        a = token_option(answer, model, tokenizer)
+    else:
+        a = top_token(model, clean, tokenizer=tokenizer)
     if wrong is not None:
         w = token_option(wrong, model, tokenizer, "wrong answer")
     else:
@@ -147,7 +150,8 @@ def _dla(k: ViewKind, src: ViewSource, o: dict) -> View:
     attr = attribution(model, src.ids, target, position=pos, tokenizer=tok)
     n = src.args.n_layers
     hooks = ["tok_embeddings"] + (["pos_embeddings"] if attr.pos_embed is not None else [])
-    hooks += [f"layers.{i}.{p}" for i in range(n) for p in ("attention.heads", "attention.out", "feed_forward.out")]
+    parts = ("attention.heads", "attention.out", "feed_forward.out")
+    hooks += [f"layers.{i}.{p}" for i in range(n) for p in parts]
     hooks += [f"layers.{n - 1}.resid_post", "norm"]
     return k.view(src, attr, o, hooks, [i for i in attr.target if i is not None])
 
