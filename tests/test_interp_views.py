@@ -18,7 +18,6 @@ import torch
 
 from llama.analysis import VIEW_KINDS, AnalysisError, ViewSource, compute_view
 from llama.config import ModelArgs
-from llama.generate import top_candidates
 from llama.interp import (
     SITES,
     InterpError,
@@ -39,7 +38,7 @@ from llama.interp import (
     top_token,
 )
 from llama.model import Transformer
-from real_models import SMOLLM2_GGUF, needs_smollm2
+from real_models import SMOLLM2_GGUF
 
 ROOT = Path(__file__).resolve().parent.parent
 CLEAN, CORRUPT = "The capital of France", "The capital of Italy"  # 4 tokens each, last differs

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from test_repl_parallel import TIMEOUT, _env, assert_same_lines, checkpoint  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
