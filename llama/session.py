@@ -12,6 +12,7 @@ printed somewhere.
     for step in s.generate(20):     # a Generation: GeneratedToken by GeneratedToken
         print(step.text, end="")
     s.back(3); s.lens(); s.verify(); s.view("attention", layer=3)
+    s.ablate([(3, 1)]); s.patch("The capital of Italy is"); s.dla()   # llama.session_interp
 
 Invariant: `logits` are the next-token logits after exactly `ids`, and the two change
 together, only once the model has produced the logits; a step that fails or is
@@ -37,6 +38,8 @@ import torch
 
 from .analysis import LogitLens, View, ViewSource, compute_view, logit_lens, run_and_capture
 from .family import family_of
+from .session_interp import (AblationReport, DLAReport, Experiments, PatchCell, PatchedRun,  # noqa: F401
+                             PatchReport, SteeringReport)
 from .generate import (
     CachedContext,
     GeneratedToken,
@@ -238,7 +241,7 @@ class Export:
 # ----------------------------------------------------------------------------------
 
 
-class Session:
+class Session(Experiments):
     """A model, its tokenizer, the current text with its token ids, logits and KV cache."""
 
     # False: export() computes everything (the same model calls) but writes no file, as on
@@ -376,11 +379,13 @@ class Session:
         return Change(kept, tuple(self.tokens(kept)), len(ids), self.table)
 
     # -- the next token ----------------------------------------------------------------
-    def next_token_table(self, k: int | None = None) -> Table:
-        """The k (default: settings.show) best next tokens, raw and as sampling sees them."""
+    def next_token_table(self, k: int | None = None, logits: torch.Tensor | None = None) -> Table:
+        """The k (default: settings.show) best next tokens, raw and as sampling sees them.
+        logits: other next-token logits (V,) after the text (an experiment's) instead."""
         self.require_text()
         st = self.settings
-        cands = top_candidates(self._logits, k or st.show, temperature=st.temperature,
+        logits = self._logits if logits is None else logits
+        cands = top_candidates(logits, k or st.show, temperature=st.temperature,
                                top_k=st.top_k, top_p=st.top_p)
         pieces = self.tokenizer.pieces([c.id for c in cands])
         rows = tuple(Row(c.rank, c.id, p, c.prob, c.logit, c.sample_prob) for c, p in zip(cands, pieces))
@@ -593,5 +598,6 @@ __all__ = [
     "DEFAULT_SHOW", "DEFAULT_GEN", "SETTING_NAMES", "SETTING_ALIASES",
     "SessionError", "TextTooLong", "Settings", "Token", "Row", "Table", "Change",
     "GenerationResult", "Generation", "LensStage", "LensReport", "Verification", "Export",
-    "Session",
+    "Session", "AblationReport", "PatchCell", "PatchReport", "PatchedRun", "DLAReport",
+    "SteeringReport",
 ]

@@ -39,7 +39,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     p.add_argument("--max-seq-len", type=positive_int, default=None, metavar="N", help="limit the context to N tokens (default: the model's own), e.g. to save memory")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads for torch (default: torch's choice; 1 is often fastest for small models)")
-    p.add_argument("--plain-kernels", action="store_true", help="run every product through F.linear: slower, but the numbers transformers gives to 1e-4 (llama/speed.py)")
+    p.add_argument("--plain-kernels", action="store_true", help="run every product through F.linear: slower, but the numbers transformers gives to 1e-4 (without it: llama.speed.optimize)")
 
 
 def check_device(spec: str) -> torch.device:
@@ -80,8 +80,7 @@ def _describe(e: Exception) -> str:
 
 def load(args: argparse.Namespace):
     """(model, tokenizer, path) for the options add_model_options added, or LoadError."""
-    from llama.parallel import is_parallel
-    from llama.speed import use_fast_kernels
+    from llama.speed import optimize
     from tokenizer import load_tokenizer
     from weights import default_model_path, load_model
 
@@ -101,8 +100,11 @@ def load(args: argparse.Namespace):
     try:
         overrides = {} if args.max_seq_len is None else {"max_seq_len": args.max_seq_len}
         model = load_model(path, dtype=dtype, device=str(device), **overrides, **parallel_options())
-        if not args.plain_kernels and not is_parallel(model):  # (no fast kernels for DTensors)
-            use_fast_kernels(model)  # float32 on CPU: faster, equal to float32 rounding
+        if not args.plain_kernels:
+            # Kernels measured on this machine, the choices kept on disk for the next start
+            # (~/.cache/llama-from-scratch/kernels.json); results equal to float32 rounding.
+            # A tensor-parallel model (DTensor weights) is left as it is.
+            optimize(model, cache=True)
     except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways; say which
         raise LoadError(f"could not load the model from {path}: {_describe(e)}") from None
     try:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from llama.dtypes import DtypeError, dtype_name, parse_dtype
+from llama.dtypes import DTYPE_NAMES, DtypeError, dtype_name, parse_dtype
 from llama.parity import (
     CORPUS,
     DEFAULT_PROMPTS,
@@ -150,7 +150,7 @@ def check(
     except DtypeError as e:
         raise ParityInputError(str(e)) from None
     if want is None:
-        raise ParityInputError("give a dtype to compare in: 'float32' or 'bfloat16'")
+        raise ParityInputError(f"give a dtype to compare in: {', '.join(DTYPE_NAMES)}")
     if tol is not None and not (isinstance(tol, (int, float)) and tol > 0 and math.isfinite(tol)):
         raise ParityInputError(f"the tolerance must be a positive number, got {tol!r}")
     if mode != "auto" and mode not in MODES:
@@ -294,10 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "GPT-2 (default: SmolLM2-135M)")
     p.add_argument("--prompt", action="extend", nargs="+", metavar="TEXT",
                    help="prompt(s) to compare on (repeatable; default: three short built-in prompts)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="dtype both models run in (default float32)")
     p.add_argument("--tol", type=float, default=None,
-                   help="max |logit difference| allowed (default 1e-4 in float32, 2.0 in bfloat16)")
+                   help="max |logit difference| allowed (default 1e-4 in float32, 2.0 in bfloat16 "
+                   "and float16)")
     p.add_argument("--json", metavar="FILE", help="also write the whole report as JSON")
     return p
 

@@ -8,6 +8,8 @@
     llama-plot summary --text                                    # the config table as text
     llama-plot params --view hist --model path/to/checkpoint
     llama-plot lens --from capture.pt --model path/to/checkpoint # an export, no forward pass
+    llama-plot patching --prompt "The capital of France is" --corrupt "The capital of Italy is"
+    llama-plot steering --prompt "I think" --plus " happy" --minus " sad" --layer 6
 
 The kinds, their options and what each needs come from one registry,
 llama.analysis.VIEW_KINDS (docs/PLOTS.md shows each). `--from EXPORT` reads a capture
@@ -38,7 +40,7 @@ from llama.analysis import (
 from llama.config import ConfigError
 from llama.family import FamilyError, config_from_dict, family_of
 from llama.dtypes import DTYPE_NAMES
-from llama.plots import draw, save_figure
+from llama.plots import draw, save_figure  # (draws llama.interp's experiment kinds too)
 
 from .loading import is_rank0, parallel_options
 
@@ -98,7 +100,7 @@ def load_source(opts: argparse.Namespace, need_model: bool) -> ViewSource:
 
     name = opts.name or (Path(model_path).name if model_path else "export")
     if opts.from_export is not None:
-        return _source_from_export(opts, model, tokenizer, name)
+        return source_from_export(opts, model, tokenizer, name)
     ids = _prompt_ids(opts, tokenizer) if kind.needs == PROMPT else []
     return ViewSource.from_model(model, tokenizer, ids, opts.prompt, name)
 
@@ -118,7 +120,9 @@ def _prompt_ids(opts: argparse.Namespace, tokenizer) -> list[int]:
     return tokenizer.encode(prompt, bos=not opts.no_bos)
 
 
-def _source_from_export(opts, model, tokenizer, name) -> ViewSource:
+def source_from_export(opts, model, tokenizer, name) -> ViewSource:
+    """The ViewSource of a capture file (--from): its tensors, token ids and labels, and the
+    configuration (the model's, or rebuilt from the file in its family's class)."""
     from llama.hooks import load_capture
 
     path = Path(opts.from_export)
@@ -174,8 +178,8 @@ def check_options(opts: argparse.Namespace) -> None:
     kind = VIEW_KINDS[opts.kind]
     kind.resolve(view_options(opts), spell=flag)  # each option valid and meant for this kind
     if opts.from_export is not None and not kind.from_capture:
-        raise CLIError(f"{opts.kind} needs the model itself (gradients or weights), which an "
-                       "export does not hold: run it without --from")
+        raise CLIError(f"{opts.kind} needs the model itself (gradients, weights or runs with "
+                       "edits), which an export does not hold: run it without --from")
     if opts.from_export is not None and kind.uses_weights and not opts.model:
         raise CLIError(f"{opts.kind} uses the model's weights too (lens: the final norm and "
                        "output matrix), which an export does not hold: pass --model as well as --from")
@@ -206,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  llama-plot lens --prompt 'The capital of France is'\n"
         "  llama-plot attention --layer 3 --head 2 -o head.png\n"
-        "  llama-plot summary --text",
+        "  llama-plot summary --text\n"
+        "  llama-plot patching --corrupt 'The capital of Italy is' --site heads\n"
+        "  llama-plot dla --heads --top 12\n"
+        "experiments (patching, dla, heads, ablation, steering): docs/INTERP.md",
     )
     p.add_argument("kind", choices=tuple(VIEW_KINDS), help="what to plot")
     p.add_argument("--prompt", help=f"text to run (default: {DEFAULT_PROMPT!r})")

@@ -13,10 +13,13 @@ tokens are printed:
        2. ' the'      0.0645 ▉           #260
 
 Lines that start with ':' are commands (`:help` lists them): generate, pick a candidate,
-sampling settings, chat template, logit lens, plots, export, reset, quit. docs/REPL.md
-walks through a session.
+sampling settings, chat template, logit lens, plots, export, the experiments of
+llama.interp (ablate, patch, dla, steer), reset, quit. docs/REPL.md walks through a session.
 
-This file is the terminal front end only: it parses lines, prints and colours. What
+This is the terminal front end only: this file reads a line, dispatches it, prints tables
+and holds the settings, help and command line; the commands that change the text are in
+repl_text.py, those that look inside the model in repl_inspect.py, and colours, line
+editing and the words of a command in terminal.py. What
 happens to the text, its tokens and its KV cache is llama.session.Session's (a new line
 that extends the current tokens runs only the new ones, `:pick` and each generated token
 cost one decode step, an edit rewinds the cache to the common prefix). Ctrl-C stops a
@@ -32,73 +35,31 @@ import re
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Callable, TextIO
 
 import torch
 
-from llama.checks import check_index
 from llama.generate import GenerationError, check_sampling_args
 from llama.session import DEFAULT_SHOW, SETTING_NAMES, Change, Session, Settings, Table, TextTooLong
 
-from .loading import LoadError, add_model_options, banner, load, positive_int
-from .terminal import ask_yes_no, run_interactive, run_piped
+from . import repl_inspect, repl_text
+from .loading import LoadError, add_model_options, banner, load, positive_int  # noqa: F401 - load: tests
+from .repl_inspect import InspectCommands
+from .repl_text import TextCommands
+from .terminal import (BAR_WIDTH, ReplError, Style, ask_yes_no, bar,  # noqa: F401 - bar: for tests
+                       run_interactive, run_piped, show_piece)
 
 SHOWN_TOKENS = 64  # the token view shows at most this many (the last ones)
-BAR_WIDTH = 10
 
 
-class ReplError(Exception):
-    """A mistake in a command or its arguments: printed, and the REPL goes on."""
-
-
-class Style:
-    """ANSI colours when writing to a terminal; plain text otherwise (pipes, NO_COLOR)."""
-
-    CODES = {"piece": "1;36", "id": "2", "bar": "32", "gen": "33", "err": "1;31", "dim": "2", "head": "1"}
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-
-    def __call__(self, kind: str, text: str) -> str:
-        if not self.enabled or not text:
-            return text
-        return f"\x1b[{self.CODES[kind]}m{text}\x1b[0m"
-
-
-def show_piece(piece: str) -> str:
-    """A token piece as a quoted Python literal: spaces visible, newlines escaped."""
-    return repr(piece)
-
-
-def bar(prob: float, top: float, width: int = BAR_WIDTH) -> str:
-    """A bar scaled so the most probable candidate fills `width`, in eighths of a block."""
-    if top <= 0:
-        return ""
-    eighths = round(8 * width * prob / top)
-    full, part = divmod(eighths, 8)
-    return "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")
-
-
-HELP = """\
+HELP = f"""\
 Type text to see its tokens and the next-token candidates. Commands:
-  :gen [N]             generate N tokens (default: the 'gen' setting), streamed; Ctrl-C stops
-  :pick K              append the K-th candidate of the table and continue from it
-  :add TEXT            append TEXT to the current text (a plain line replaces it)
-  :text TEXT           set the text to TEXT exactly (e.g. text that starts with ':')
-  :back [N]            remove the last N tokens (default 1)
-  :tokens              show the current tokens (pieces with ids) and the table again
+{repl_text.HELP}
   :set [NAME VALUE]    show or change a setting: temperature (0 = greedy), top_k, top_p,
                        seed (a number or 'random'), show (table rows), gen (default N)
   :chat [on|off]       wrap typed text in the model's chat template (instruct models)
-  :lens                logit lens: each layer's best guess for the next token
-  :attn [L] [H] [FILE] save an attention heatmap of layer L (head H, or all heads) as PNG
-  :pca [FILE]          save a PCA plot of the residual stream of the current text as PNG
-  :export [FILE] [NAMES...]  save the activations of the current text (.safetensors);
-                       NAMES are hook names or globs, e.g. 'layers.*.resid_post'
-  :truncate            keep the last tokens of a text that did not fit the context
-  :verify              recompute the whole text without the cache and compare
-  :reset               forget the text and empty the KV cache
+{repl_inspect.HELP}
+{repl_text.HELP_END}
   :help                this list
   :quit                exit (Ctrl-D works too)"""
 
@@ -106,8 +67,10 @@ COMMANDS = tuple(re.findall(r"^  :(\w+)", HELP, re.M))  # gen, pick, add, ... as
 ALIASES = {"g": "gen", "p": "pick", "h": "help", "?": "help", "q": "quit", "exit": "quit"}
 
 
-class Repl:
-    """Lines in, text out: the terminal front end of one llama.session.Session."""
+class Repl(TextCommands, InspectCommands):
+    """Lines in, text out: the terminal front end of one llama.session.Session. The commands
+    that change the text are scripts/repl_text.py's, those that look inside the model
+    (:lens, :attn, ... :patch, :steer) scripts/repl_inspect.py's; settings and help are here."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, settings: Settings | None = None,
                  out: TextIO = sys.stdout, color: bool = False, interactive: bool = False,
@@ -222,40 +185,6 @@ class Repl:
     def cmd_help(self, args, rest) -> None:
         self.write(HELP)
 
-    def cmd_tokens(self, args, rest) -> None:
-        self.session.require_text()
-        self.show_tokens()
-        self.show_table(self.session.table)
-
-    def cmd_text(self, args, rest) -> None:
-        if not rest:
-            raise ReplError(":text needs the text, e.g. :text :) is a smiley")
-        self.show(self.session.set_text(rest), 0)
-
-    def cmd_add(self, args, rest) -> None:
-        if not rest:
-            raise ReplError(":add needs the text to append, e.g. :add  and Berlin")
-        change = self.session.extend(rest)
-        self.show(change, change.kept)
-
-    def cmd_back(self, args, rest) -> None:
-        self.session.require_text()
-        n, total = _int_arg(args, 1, "back", minimum=1), len(self.session.ids)
-        if n >= total:
-            raise ReplError(f"the text has {total} tokens: :back can remove at most {total - 1} (or :reset)")
-        self.write(self.style("dim", f"[removing {n}; {total - n} tokens left]"))
-        self.show(self.session.back(n))
-
-    def cmd_pick(self, args, rest) -> None:
-        self.session.require_text()
-        if len(args) != 1:
-            raise ReplError(":pick needs one number, the rank in the table, e.g. :pick 2")
-        k, n = _int_arg(args, None, "pick", minimum=1), len(self.candidates)
-        if k > n:
-            raise ReplError(f"the table has {n} candidates; pick 1..{n} (or :set show N)")
-        change = self.session.pick(k)
-        self.show(change, change.kept)
-
     def cmd_set(self, args, rest) -> None:
         if not args:
             self.write(self.settings.describe())
@@ -272,123 +201,6 @@ class Repl:
             raise ReplError(":chat takes 'on' or 'off' (or nothing, to toggle)")
         on = self.session.set_chat(args[0].lower() == "on" if args else None)
         self.write(f"chat template {'on: typed text becomes a user message' if on else 'off: typed text is used as is'}")
-
-    def cmd_reset(self, args, rest) -> None:
-        self.session.reset()
-        self.write("reset: no text, empty KV cache")
-
-    def cmd_truncate(self, args, rest) -> None:
-        if self.session.pending is None:
-            raise ReplError("nothing to truncate: :truncate applies to the last text that did not fit the context")
-        change = self.session.truncate()
-        self.write(f"[kept the last {change.n_tokens} tokens]")
-        self.show(change, 0)
-
-    def cmd_gen(self, args, rest) -> None:
-        s = self.session
-        s.require_text()
-        n = _int_arg(args, s.settings.max_new_tokens, "gen", minimum=1)
-        if len(s.ids) >= s.max_len:
-            raise ReplError(f"the context is full ({s.max_len} tokens): :back N to make room")
-        run = s.generate(n, stop=self.stop)
-        color_on, color_off = (self.style("gen", "x").split("x") if self.style.enabled else ("", ""))
-        self.out.write(color_on)
-        try:
-            for step in run:
-                if step.text:
-                    self.out.write(step.text)  # streamed as it comes
-                    self.out.flush()
-        except KeyboardInterrupt:  # arrived while printing: the generation adds what it made
-            run.close("interrupted")
-        finally:
-            self.out.write(color_off)
-        r = run.result
-        self.write("")
-        mode = "greedy" if r.seed is None else f"sampled, seed {r.seed}"
-        reason = f"stop token {show_piece(self.tok.id_to_piece(r.stop_token))}" if r.stop_token is not None else r.reason
-        rate = f", {len(r.new_ids) / r.elapsed_s:.1f} tokens/s" if r.new_ids and r.elapsed_s > 0 else ""
-        self.write(self.style("dim", f"[{len(r.new_ids)} tokens, {mode}, stopped: {reason}{rate}]"))
-        if r.new_ids and r.change is None:  # Ctrl-C while adding them: the text is as before
-            self.write(self.style("dim", "[interrupted: the generated tokens were not added]"))
-        elif r.change is not None:
-            self.show(r.change, r.change.kept)
-
-    def cmd_verify(self, args, rest) -> None:
-        v = self.session.verify()
-        self.write(
-            f"KV cache {'OK' if v.ok else 'MISMATCH'}: {v.n_tokens} tokens; cached and from-scratch "
-            f"logits differ by at most {v.max_abs_diff:.2e}; same top-1: {v.same_top1}"
-        )
-
-    def cmd_lens(self, args, rest) -> None:
-        report = self.session.lens()
-        self.write(f"logit lens after {show_piece(report.token.piece)} (position {report.position}): "
-                   "final norm + output applied to the residual stream")
-        for stage in report.stages:
-            best = "  ".join(f"{self.style('piece', show_piece(r.piece))} {r.prob:.3f}" for r in stage.candidates)
-            self.write(f"  {stage.label:<11} {best}")
-
-    def _draw(self, view, path: Path) -> None:
-        try:
-            import llama.plots as plots
-        except ImportError as e:
-            raise ReplError(f"plotting is not available ({e}); install matplotlib") from None
-        self.write(f"saved {plots.save_figure(plots.draw(view), path)}")
-
-    def cmd_attn(self, args, rest) -> None:
-        self.session.require_text()
-        nums = [a for a in args if a.lstrip("-").isdigit()]
-        files = [a for a in args if not a.lstrip("-").isdigit()]
-        if len(nums) > 2 or len(files) > 1:
-            raise ReplError("usage: :attn [LAYER] [HEAD] [FILE.png]")
-        a = self.session.model.args
-        layer = _index_arg(nums[0] if nums else "0", a.n_layers, "layer")
-        head = _index_arg(nums[1], a.n_heads, "head") if len(nums) > 1 else None
-        path = _png_path(files[0] if files else f"attention_layer{layer}" + (f"_head{head}" if head is not None else "") + ".png")
-        self._draw(self.session.view("attention", layer=layer, head=head), path)
-
-    def cmd_pca(self, args, rest) -> None:
-        self.session.require_text()
-        if len(args) > 1:
-            raise ReplError("usage: :pca [FILE.png]")
-        if len(self.session.ids) < 2:
-            raise ReplError("a PCA plot needs at least 2 tokens")
-        self._draw(self.session.view("pca"), _png_path(args[0] if args else "pca.png"))
-
-    def cmd_export(self, args, rest) -> None:
-        e = self.session.export(args[0] if args else "activations.safetensors", args[1:] or None)
-        self.write(f"saved {e.n_tensors} tensors ({e.n_bytes / 1e6:.1f} MB) for {e.n_tokens} tokens to {e.path}")
-
-
-def _int_arg(args: list[str], default: int | None, cmd: str, minimum: int) -> int:
-    if not args:
-        if default is None:
-            raise ReplError(f":{cmd} needs a number")
-        return default
-    if len(args) > 1:
-        raise ReplError(f":{cmd} takes one number, got {' '.join(args)!r}")
-    try:
-        n = int(args[0])
-    except ValueError:
-        raise ReplError(f":{cmd} needs a whole number, got {args[0]!r}") from None
-    if n < minimum:
-        raise ReplError(f":{cmd} needs a number >= {minimum}, got {n}")
-    return n
-
-
-def _index_arg(text: str, size: int, what: str) -> int:
-    """A layer or head the user typed, checked by llama.checks, in the REPL's words."""
-    try:
-        return check_index(int(text), size, what)
-    except ValueError:
-        raise ReplError(f"{what} must be in 0..{size - 1} (or -1 for the last), got {text}") from None
-
-
-def _png_path(name: str) -> Path:
-    p = Path(name).expanduser()
-    if p.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise ReplError(f"the plot file must end in .png, .svg or .pdf, got {name!r}")
-    return p
 
 
 # ----------------------------------------------------------------------------------

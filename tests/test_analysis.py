@@ -56,7 +56,9 @@ def test_session_and_analysis_import_without_matplotlib():
                                       vocab_size=64, ffn_hidden_dim=64, max_seq_len=32)).eval()
         src = ViewSource.from_model(model, ids=[1, 5, 9, 2, 7])
         for kind in VIEW_KINDS:
-            if VIEW_KINDS[kind].applies_to(model):  # positions is GPT-2's (tests/test_gpt2_views.py)
+            # positions is GPT-2's (tests/test_gpt2_views.py); patching and steering need
+            # a second prompt as text (tests/test_interp_views.py)
+            if VIEW_KINDS[kind].applies_to(model) and not VIEW_KINDS[kind].required_options():
                 compute_view(kind, src)
         assert not any(m == "matplotlib" or m.startswith("matplotlib.") for m in sys.modules)
         try:
@@ -88,9 +90,11 @@ def test_every_registered_kind_is_a_llama_plot_kind_and_nothing_else():
         parser.parse_args(["histogram"])
 
 
-@pytest.mark.parametrize("kind", [k for k, v in VIEW_KINDS.items() if v.applies_to("llama")])
+@pytest.mark.parametrize("kind", [k for k, v in VIEW_KINDS.items()
+                                  if v.applies_to("llama") and not v.required_options()])
 def test_llama_plot_draws_every_registered_kind(kind, checkpoint, tmp_path, capsys):
-    """Every kind a Llama model has (GPT-2's: tests/test_gpt2_views.py)."""
+    """Every kind a Llama model has (GPT-2's: tests/test_gpt2_views.py) that needs no
+    option (patching and steering, with theirs: tests/test_interp_views.py)."""
     from scripts.plot import main
 
     out = tmp_path / f"{kind}.png"

@@ -271,7 +271,7 @@ def test_a_gpt2_capture_is_not_read_from_tok_embeddings(pair):
 def test_a_gpt2_capture_file_rebuilds_its_config(pair, tmp_path):
     """A capture file of a GPT-2 gives views without the model: its config is a GPT2Config."""
     from llama.hooks import save_capture
-    from scripts.plot import _source_from_export, build_parser
+    from scripts.plot import source_from_export, build_parser
 
     hf, ours = pair
     cache = run_and_capture(ours, torch.tensor([IDS]), ["embeddings", "tok_embeddings",
@@ -279,7 +279,7 @@ def test_a_gpt2_capture_file_rebuilds_its_config(pair, tmp_path):
                                                         "layers.*.attention.probs"])
     path = save_capture(tmp_path / "g.safetensors", cache, tokens=IDS, model=ours)
     opts = build_parser().parse_args(["pca", "--from", str(path)])
-    src = _source_from_export(opts, None, None, "export")
+    src = source_from_export(opts, None, None, "export")
     assert isinstance(src.args, GPT2Config) and src.args == ours.args and src.residual_input == "embeddings"
     live = compute_view("pca", ViewSource.from_model(ours, ids=IDS), layers="emb,0")
     from_file = compute_view("pca", src, layers="emb,0")

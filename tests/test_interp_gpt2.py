@@ -126,3 +126,26 @@ def test_dla_parts_sum_to_the_logit(gpt2, heads):
         assert abs(sum(parts.values()) - float(want)) <= ATOL
         assert "pos_embed" in parts and "norm.bias" in parts
         assert ("L0.attn_bias" in parts) == heads
+
+
+def test_resid_pre_of_layer_0_is_the_families_residual_input(gpt2):
+    """The residual entering layers.0 is `embeddings` (token + position) on GPT-2, through
+    llama.family, in the sweep's record, in site_hooks and in patched_logits; patching it
+    at one position equals patching the embeddings' sum there by hand."""
+    from llama.interp import patched_logits, site_hooks
+    from llama.family import residual_input
+
+    _, model, clean, corrupt, a, w = gpt2
+    assert residual_input(model) == "embeddings"
+    assert site_hooks("resid_pre", 0, model=model) == ["embeddings"]
+    assert site_hooks("resid_pre", 0) == ["tok_embeddings"]  # no model: a Llama model's
+    assert site_hooks("resid_pre", 2, model=model) == ["layers.1.resid_post"]
+    metric = logit_diff_metric(model, clean, corrupt, a, w)
+    result = patching(model, clean, corrupt, metric, site="resid_pre")
+    assert result.hooks[0] == ["embeddings"] and result.hooks[1] == ["layers.0.resid_post"]
+    _, cache = run_with_cache(model, clean)
+    with intervene(model, {"embeddings": patch_from(cache, positions=[3])}), torch.no_grad():
+        want = model(corrupt)
+    got = patched_logits(model, clean, corrupt, "resid_pre", layer=0, position=3)
+    assert (got - want).abs().max() <= 1e-5
+    assert result.cell(0, 3) == pytest.approx(metric(want), abs=1e-5)

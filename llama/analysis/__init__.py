@@ -11,7 +11,8 @@ llama.plots draws these results, llama-repl prints them, the studio sends them t
 
 The registry (`VIEW_KINDS`, `compute_view`) lists every view kind with what it needs, the
 hook names it reads and its options; front ends read it instead of keeping lists of their
-own.
+own. It also holds the experiments of llama.interp (patching, dla, heads, ablation,
+steering), which register themselves from above (registry.EXTENSIONS).
 """
 
 from .activations import ActivationStats, activation_stats
@@ -36,12 +37,14 @@ from .params import (
     param_stats,
     tensor_stats,
     weight_kinds,
+    whole_tensor,
 )
 from .pca import PCA, PCA_VIEWS, PCAResult, pca, pca_stages
 from .positions import PositionEmbeddings, position_embeddings
 from .registry import (
     ATTENTION_VIEWS,
     CONFIG,
+    EXTENSIONS,
     MODEL,
     PROMPT,
     RESIDUAL_INPUT,
@@ -49,9 +52,11 @@ from .registry import (
     Option,
     View,
     ViewKind,
+    ViewKinds,
     ViewSource,
     compute_view,
     option_names,
+    register_view_kind,
     view_kind,
 )
 from .rope import ILLUSTRATIVE_SCALING, RopeTable, rope_table
@@ -84,7 +89,7 @@ __all__ = [
     "LogitLens", "logit_lens",
     "PCA", "PCAResult", "PCA_VIEWS", "pca", "pca_stages",
     "ParamStats", "TensorStats", "PARAM_VIEWS", "param_stats", "tensor_stats", "weight_kinds",
-    "block_weights",
+    "block_weights", "whole_tensor",
     "PositionEmbeddings", "position_embeddings",
     "TokenEmbeddings", "token_embeddings",
     "RopeTable", "ILLUSTRATIVE_SCALING", "rope_table",
@@ -93,5 +98,6 @@ __all__ = [
     "summary_text",
     "TopK", "top_k",
     "PROMPT", "MODEL", "CONFIG", "ATTENTION_VIEWS", "RESIDUAL_INPUT", "Option", "View", "ViewKind", "ViewSource",
-    "VIEW_KINDS", "compute_view", "option_names", "view_kind",
+    "VIEW_KINDS", "ViewKinds", "EXTENSIONS", "register_view_kind", "compute_view", "option_names",
+    "view_kind",
 ]

@@ -6,6 +6,12 @@ numbers come from, which options it takes (with defaults and checks), and comput
 numbers. `llama-plot` builds its command line from this registry, the REPL's `:attn` and
 `:pca` and the studio compute through it, and llama.plots has one renderer per kind.
 
+Kinds defined above this package (llama.interp's experiments: patching, dla, heads,
+ablation, steering) register themselves with `register_view_kind`. Their modules are named
+in EXTENSIONS and imported the first time anyone reads VIEW_KINDS, so the registry holds
+the same kinds whatever was imported before, while `import llama.analysis` itself imports
+nothing above it (the way llama.family names model classes and resolves them on use).
+
     from llama.analysis import VIEW_KINDS, ViewSource, compute_view
     view = compute_view("attention", ViewSource.from_model(model, tok, ids), layer=3)
     view.data        # AttentionMaps: the numbers
@@ -15,9 +21,12 @@ numbers. `llama-plot` builds its command line from this registry, the REPL's `:a
 
 from __future__ import annotations
 
+import collections.abc
 import fnmatch
+import importlib
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -55,6 +64,7 @@ class Option:
     help: str
     choices: tuple = ()
     minimum: int | None = None
+    required: bool = False  # the kind cannot run without it (patching's corrupted prompt)
 
     def check(self, value: Any, kind: str, spell: Callable[[str], str] = str) -> Any:
         """The value, converted and validated (None: the default), or AnalysisError.
@@ -62,6 +72,8 @@ class Option:
         spell(name) is how the front end names the option in messages ("--view").
         """
         if value is None:
+            if self.required:
+                raise AnalysisError(f"{kind} needs {spell(self.name)} ({self.help})")
             return self.default
         flag = spell(self.name)
         if self.type is bool:
@@ -187,6 +199,10 @@ class ViewKind:
 
     def option(self, name: str) -> Option | None:
         return next((o for o in self.options if o.name == name), None)
+
+    def required_options(self) -> tuple[str, ...]:
+        """The options this kind cannot run without (patching's corrupted prompt, ...)."""
+        return tuple(o.name for o in self.options if o.required)
 
     def applies_to(self, model_or_args: Any) -> bool:
         """Whether this kind shows something for that model (or configuration, or family)."""
@@ -384,7 +400,59 @@ _KINDS = (
     ), _embeddings, "the prompt's distinct token vectors in their top principal components"),
 )
 
-VIEW_KINDS: dict[str, ViewKind] = {k.name: k for k in _KINDS}
+# Modules above llama.analysis that register view kinds of their own when imported.
+EXTENSIONS = ("llama.interp.views",)
+
+
+class ViewKinds(collections.abc.Mapping):
+    """name -> ViewKind: this module's kinds, then those of the EXTENSIONS modules, which are
+    imported on the first read (see the module docstring). A plain read-only mapping."""
+
+    def __init__(self, kinds: Sequence[ViewKind]) -> None:
+        self._kinds: dict[str, ViewKind] = {k.name: k for k in kinds}
+        self._loaded = self._loading = False
+        self._lock = threading.RLock()  # other threads wait for the extensions to be in
+
+    def _load(self) -> dict[str, ViewKind]:
+        if not self._loaded:
+            with self._lock:
+                if not (self._loaded or self._loading):  # (_loading: an extension reads us)
+                    self._loading = True
+                    try:
+                        for module in EXTENSIONS:
+                            importlib.import_module(module)
+                        self._loaded = True
+                    finally:
+                        self._loading = False
+        return self._kinds
+
+    def register(self, kind: ViewKind) -> ViewKind:
+        taken = self._kinds.get(kind.name)
+        if taken is not None and taken.compute.__module__ != kind.compute.__module__:
+            raise AnalysisError(f"a view kind called {kind.name!r} is registered already "
+                                f"(by {taken.compute.__module__})")
+        self._kinds[kind.name] = kind
+        return kind
+
+    def __getitem__(self, name: str) -> ViewKind:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._load()))
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"ViewKinds({', '.join(self)})"
+
+
+VIEW_KINDS = ViewKinds(_KINDS)
+
+
+def register_view_kind(kind: ViewKind) -> ViewKind:
+    """Add a kind defined above llama.analysis (llama.interp.views does, on import)."""
+    return VIEW_KINDS.register(kind)
 
 
 def view_kind(name: str) -> ViewKind:
@@ -412,10 +480,11 @@ def compute_view(kind: str, src: ViewSource, options: Mapping[str, Any] | None =
     if k.needs == PROMPT and not src.ids:
         raise AnalysisError(f"{kind} needs a prompt: give some text or token ids")
     if src.model is None and not k.from_capture:
-        raise AnalysisError(f"{kind} needs the model itself (gradients or weights), which a "
-                            "capture file does not hold")
+        raise AnalysisError(f"{kind} needs the model itself (gradients, weights or runs with "
+                            "edits), which a capture file does not hold")
     return k.compute(k, src, opts)
 
 
 __all__ = ["PROMPT", "MODEL", "CONFIG", "ATTENTION_VIEWS", "RESIDUAL_INPUT", "Option", "View", "ViewSource",
-           "ViewKind", "VIEW_KINDS", "view_kind", "option_names", "compute_view"]
+           "ViewKind", "ViewKinds", "VIEW_KINDS", "EXTENSIONS", "register_view_kind", "view_kind",
+           "option_names", "compute_view"]

@@ -41,6 +41,7 @@ from .. import model as model_module
 from ..checks import check_index
 from ..dtypes import dtype_name
 from ..family import FamilyError, family_of
+from ..generate import ranked
 from .. import source
 from ..source import SourceLine, SourceLocatorError, SourceMap, display_path, source_of  # noqa: F401 (re-exported)
 from . import gpt2 as gpt2_stages
@@ -231,7 +232,7 @@ def walkthrough(
     )
     logits = cache["logits"]
     probs = torch.softmax(logits[0, t].double(), dim=-1)
-    top = torch.topk(probs, 5)
+    top_p, top_ids = ranked(probs, 5)  # the ranking every top-k table uses (ties: lower id)
     tied = " (tied: the same matrix as tok_embeddings.weight)" if a.tie_embeddings else ""
     body = [
         f"  logits: {tuple(logits.shape)} = (B, T, V): output.weight {tuple(model.output.weight.shape)}"
@@ -240,7 +241,7 @@ def walkthrough(
         f"  next token after t={t} {short_piece(pieces[t])}: softmax(logits[0, {t}]), top 5:",
         "    rank      id  probability      logit  piece",
     ]
-    for rank, (pr, tid) in enumerate(zip(top.values.tolist(), top.indices.tolist()), 1):
+    for rank, (pr, tid) in enumerate(zip(top_p.tolist(), top_ids.tolist()), 1):
         body.append(
             f"    {rank:>4} {tid:>7}  {pr:11.4f}  {format_number(logits[0, t, tid].item()):>9}  "
             f"{tokenizer.id_to_piece(tid)!r}"

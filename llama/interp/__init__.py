@@ -15,6 +15,8 @@ Modules (each built on the public API of llama.hooks; docs/INTERP.md has example
     head_scores   previous-token, first-token (sink) and induction scores per head
     metrics       the normalised logit difference (clean 1, corrupted 0), log-probability
     runner        many edited runs of one prompt, batched into few forwards
+    views         the experiments as view kinds (llama-plot patching, dla, heads, ablation,
+                  steering) and the choices the front ends share (token_option, ...)
 
 Every function takes token ids (a list or a (1, T) tensor) or text with tokenizer=, and
 answer tokens as ids or as single-token text with tokenizer=. The model's KV cache is reset
@@ -52,6 +54,7 @@ from .steering import (
     steering_topk,
     steering_vector,
 )
+from .views import HEAD_SCORES, choose_answers, ordinary_token_range, token_option, top_token
 
 __all__ = [
     "InterpError",
@@ -97,4 +100,10 @@ __all__ = [
     "steering_topk",
     "SteeredGeneration",
     "steered_generation",
+    # views (registered in llama.analysis.VIEW_KINDS) and the front ends' shared choices
+    "HEAD_SCORES",
+    "token_option",
+    "top_token",
+    "choose_answers",
+    "ordinary_token_range",
 ]

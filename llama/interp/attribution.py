@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from ..analysis import whole_tensor
 from ..hooks import run_with_cache
 from .common import (
     InterpError,
@@ -150,9 +151,9 @@ class FrozenNorm:
         r = r.double()
         D = r.shape[-1]
         weight = getattr(norm, "weight", None)
-        self.weight = torch.ones(D, dtype=torch.float64) if weight is None else weight.detach().double().cpu()
+        self.weight = torch.ones(D, dtype=torch.float64) if weight is None else _float64(weight)
         bias = getattr(norm, "bias", None)
-        self.bias = None if bias is None else bias.detach().double().cpu()
+        self.bias = None if bias is None else _float64(bias)
         if self.kind == "rms":
             self.scale = float(torch.rsqrt(r.pow(2).mean() + eps))  # 1 / rms(r)
         else:
@@ -166,9 +167,17 @@ class FrozenNorm:
         return c * self.scale * self.weight
 
 
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    """A weight as a plain float64 CPU tensor (a tensor-parallel model's DTensor gathered:
+    llama.analysis.whole_tensor, a collective that every rank runs alike)."""
+    return whole_tensor(t.detach()).double().cpu()
+
+
 def _direction(model: torch.nn.Module, target: tuple[int, int | None]) -> tuple[torch.Tensor, float | None]:
     """The unembedding direction u (D,) of the target and its bias (None: no bias)."""
     W = model.output.weight  # (V, D)
+    if hasattr(W, "full_tensor"):  # split across ranks: gather it, in its own dtype, once
+        W = whole_tensor(W.detach())
     a, b = target
     u = W[a].detach().double().cpu()
     if b is not None:
@@ -176,7 +185,7 @@ def _direction(model: torch.nn.Module, target: tuple[int, int | None]) -> tuple[
     bias = getattr(model.output, "bias", None)
     if bias is None:
         return u, None
-    bias = bias.detach().double().cpu()
+    bias = _float64(bias)
     return u, float(bias[a] - (bias[b] if b is not None else 0.0))
 
 
@@ -246,7 +255,7 @@ def attribution(
     attn_bias = []
     for i in range(d.n_layers):
         wo = model.layers[i].attention.wo
-        W = wo.weight.detach().double().cpu()  # (D, H*Hd)
+        W = _float64(wo.weight)  # (D, H*Hd)
         if W.shape != (d.dim, d.n_heads * d.head_dim):
             raise InterpError(
                 f"layers.{i}.attention.wo.weight has shape {tuple(W.shape)}, expected "
@@ -256,7 +265,7 @@ def attribution(
         per_head = torch.einsum("dhk,hk->hd", W.view(d.dim, d.n_heads, d.head_dim), o)  # (H, D)
         heads.append(project(per_head))  # (H,)
         if getattr(wo, "bias", None) is not None:
-            attn_bias.append(float(project(wo.bias.detach().double().cpu())))
+            attn_bias.append(float(project(_float64(wo.bias))))
 
     logit_row = logits[0, pos].double()
     logit = float(logit_row[tgt[0]] - (logit_row[tgt[1]] if tgt[1] is not None else 0.0))

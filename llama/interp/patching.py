@@ -36,6 +36,7 @@ from typing import Any, Callable
 import torch
 
 from ..checks import check_index
+from ..family import DEFAULT_FAMILY, residual_input
 from ..hooks import run_with_cache
 from .common import (
     Dims,
@@ -74,16 +75,21 @@ def check_site(site: object) -> str:
     return str(site)
 
 
-def site_hooks(site: str, layer: int, kv_part: str = "kv") -> list[str]:
-    """The hook point(s) that patching `site` at `layer` edits."""
+def site_hooks(site: str, layer: int, kv_part: str = "kv", model: Any = None) -> list[str]:
+    """The hook point(s) that patching `site` at `layer` edits.
+
+    model: the model (or its configuration), whose family names the hook of the residual
+    stream entering layers.0 (llama.family: tok_embeddings for Llama, embeddings = token +
+    position for GPT-2); None: a Llama model's.
+    """
     site = check_site(site)
     p = f"layers.{layer}"
     if site == "resid_pre":
-        # The residual entering block 0 is the embedding output; entering block L > 0 it is
-        # what block L-1 returned. (GPT-2 adds position embeddings to the token embeddings:
-        # both prompts have the same length, so they share those, and patching the token
-        # embedding patches the sum.)
-        return ["tok_embeddings" if layer == 0 else f"layers.{layer - 1}.resid_post"]
+        # The residual entering block 0 is what the embeddings hand it (GPT-2: token plus
+        # position embeddings, its `embeddings` hook); entering block L > 0 it is what
+        # block L-1 returned.
+        first = residual_input(model if model is not None else DEFAULT_FAMILY)
+        return [first if layer == 0 else f"layers.{layer - 1}.resid_post"]
     if site == "kv_heads":
         if kv_part not in KV_PARTS:
             raise InterpError(f"kv_part must be one of {', '.join(KV_PARTS)}, got {kv_part!r}")
@@ -158,12 +164,11 @@ def check_index_columns(column: int, n: int, kind: str) -> int:
     return check_index(column, n, kind.replace("_", " "), _COLUMNS_OF[kind], error=InterpError)
 
 
-def _cells(site: str, d: Dims, T: int, position: int | None, sources, kv_part: str) -> list[Cell]:
+def _cells(site: str, d: Dims, T: int, position: int | None, sources, hooks: list[list[str]]) -> list[Cell]:
     """One cell per (layer, column), row-major, each copying the clean value there."""
     cells: list[Cell] = []
     n_cols = T if site in POSITION_SITES else (d.n_heads if site == "heads" else d.n_kv_heads)
     for layer in range(d.n_layers):
-        hooks = site_hooks(site, layer, kv_part)
         for col in range(n_cols):
             if site in POSITION_SITES:
                 index: tuple = (col,)  # (T, D): one position
@@ -171,7 +176,7 @@ def _cells(site: str, d: Dims, T: int, position: int | None, sources, kv_part: s
                 index = (slice(None), col)  # (T, H, Hd): one head, every position
             else:
                 index = (position, col)  # one head at one position
-            cells.append(tuple(CellEdit(h, index, sources[h]) for h in hooks))
+            cells.append(tuple(CellEdit(h, index, sources[h]) for h in hooks[layer]))
     return cells
 
 
@@ -226,12 +231,12 @@ def patching(
     clean, corrupt = same_length_prompts(model, clean_ids, corrupt_ids, tokenizer)
     T = clean.shape[1]
     position = _check_options(site, position, kv_part, T)
-    hooks = [site_hooks(site, layer, kv_part) for layer in range(d.n_layers)]
+    hooks = [site_hooks(site, layer, kv_part, model) for layer in range(d.n_layers)]
     names = [h for layer_hooks in hooks for h in layer_hooks]
     try:
         clean_logits, sources = _clean_sources(model, clean, names)
         clean_score = metric_value(metric, clean_logits)
-        cells = _cells(site, d, T, position, sources, kv_part)
+        cells = _cells(site, d, T, position, sources, hooks)
         # The last run is the corrupted prompt unpatched (a cell without edits).
         values = run_cells(model, corrupt, cells + [()], metric, batch_size)
     finally:
@@ -315,7 +320,7 @@ def patched_logits(
             raise InterpError(f"site {site!r} patches one head: give head=")
         h = check_head(head, d) if site == "heads" else check_kv_head(head, d)
         index = (slice(None), h) if pos is None else (pos, h)
-    names = site_hooks(site, layer, kv_part)
+    names = site_hooks(site, layer, kv_part, model)
     try:
         _, sources = _clean_sources(model, clean, names)
         cell = tuple(CellEdit(n, index, sources[n]) for n in names)

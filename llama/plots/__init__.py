@@ -11,19 +11,21 @@ touched. In a notebook:
     fig.savefig("lens.png")
 
 or, through the registry of view kinds, `draw(compute_view("lens", source))`. Kinds (see
-docs/PLOTS.md): the keys of llama.analysis.VIEW_KINDS.
+docs/PLOTS.md): the keys of llama.analysis.VIEW_KINDS, llama.interp's experiments among
+them (patching, dla, heads, ablation, steering: llama/plots/interp.py, docs/INTERP.md).
 
 The analysis names are importable from here too (`from llama.plots import logit_lens`),
 as they were before the numbers moved to llama.analysis; new code imports them from there.
 """
 
 from ..analysis import *  # noqa: F401,F403 - the analysis names, for code written before it
-from ._common import PlotError, readable_token, save_figure
+from .common import PlotError, readable_token, save_figure
 from .activations import plot_activations
 from .architecture import plot_architecture
 from .attention import plot_attention_grid, plot_attention_head, plot_first_token_share
 from .draw import RENDERERS, draw
 from .embeddings import plot_embeddings
+from .interp import plot_dla, plot_head_map, plot_head_maps, plot_patching, plot_steering
 from .lens import plot_lens
 from .params import plot_params
 from .pca import plot_pca
@@ -40,4 +42,5 @@ __all__ = [
     "plot_first_token_share", "plot_lens", "plot_params", "plot_pca", "plot_rope",
     "plot_positions", "plot_embeddings",
     "plot_saliency", "plot_summary", "plot_tokens", "plot_topk",
+    "plot_patching", "plot_dla", "plot_head_map", "plot_head_maps", "plot_steering",
 ]

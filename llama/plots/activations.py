@@ -6,7 +6,7 @@ from __future__ import annotations
 from matplotlib.colors import LogNorm
 
 from ..analysis import ActivationStats, Tokens, stage_label
-from ._common import Figure, new_figure, tick_labels, token_fontsize
+from .common import Figure, new_figure, tick_labels, token_fontsize
 
 
 def plot_activations(a: ActivationStats, tokens: Tokens, name: str = "model") -> Figure:

@@ -20,7 +20,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from ..analysis import human_count, param_counts_from_args
 from ..family import family_of
-from ._common import Figure, new_figure
+from .common import Figure, new_figure
 
 _COL = {
     "io": "#eeeeee", "emb": "#f6d8ae", "norm": "#e3e3f7", "attn": "#cfe2f3",

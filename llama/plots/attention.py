@@ -16,7 +16,7 @@ import numpy as np
 
 from ..analysis import AttentionMaps, Tokens, first_token_share, head_map
 from ..analysis.common import check_index
-from ._common import Figure, PlotError, new_figure, tick_labels, token_fontsize
+from .common import Figure, PlotError, new_figure, tick_labels, token_fontsize
 
 
 def _token_axes(ax, tokens: Tokens, T: int, S: int) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Callable
 
 from ..analysis import View
-from ._common import Figure, PlotError
+from .common import Figure, PlotError, math_safe
 from .activations import plot_activations
 from .architecture import plot_architecture
 from .attention import plot_attention_grid, plot_attention_head, plot_first_token_share
 from .embeddings import plot_embeddings
+from .interp import plot_dla, plot_head_map, plot_head_maps, plot_patching, plot_steering
 from .lens import plot_lens
 from .params import plot_params
 from .pca import plot_pca
@@ -29,6 +30,13 @@ from .topk import plot_topk
 def _decode(v: View):
     """id -> text of a predicted token, or None to show "#id" (no tokenizer)."""
     return (lambda i: v.labels[int(i)]) if v.labels else None
+
+
+def _steering_title(v: View) -> str:
+    o = v.options
+    how = "mean over positions" if o["how"] == "mean" else "last positions"
+    return math_safe(f"{v.name}: {o['plus']!r} - {o['minus']!r} ({how}) x {o['scale']:g}, "
+                     f"added after layers.{v.data.layer}")
 
 
 def _attention(v: View) -> Figure:
@@ -54,6 +62,12 @@ RENDERERS: dict[str, Callable[[View], Figure]] = {
     "architecture": lambda v: plot_architecture(v.data, v.name),
     "positions": lambda v: plot_positions(v.data, v.name),
     "embeddings": lambda v: plot_embeddings(v.data, v.tokens, v.name),
+    # llama.interp's experiments (registered from llama/interp/views.py)
+    "patching": lambda v: plot_patching(v.data),
+    "dla": lambda v: plot_dla(v.data, heads=v.options["heads"], top=v.options["top"]),
+    "heads": lambda v: plot_head_maps(v.data) if len(v.data) > 1 else plot_head_map(v.data[0]),
+    "ablation": lambda v: plot_head_map(v.data),
+    "steering": lambda v: plot_steering(v.data, title=_steering_title(v)),
 }
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ..analysis import TokenEmbeddings, Tokens
-from ._common import Figure, new_figure, tick_labels, token_fontsize
+from .common import Figure, new_figure, tick_labels, token_fontsize
 from .pca import scatter_tokens, token_colors
 
 

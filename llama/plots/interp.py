@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..interp import HeadMap, LogitAttribution, PatchResult, SteeringTopK
-from ._common import Figure, new_figure, readable_token, token_fontsize
+from .common import Figure, new_figure, readable_token, token_fontsize
 
 
 def _escape(text: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..analysis import LogitLens, Tokens, stage_label
-from ._common import Figure, new_figure, readable_token, tick_labels, token_fontsize
+from .common import Figure, new_figure, readable_token, tick_labels, token_fontsize
 
 
 def plot_lens(lens: LogitLens, tokens: Tokens, decode=None, name: str = "model") -> Figure:

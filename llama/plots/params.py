@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..analysis import PARAM_VIEWS, ParamStats
-from ._common import Figure, PlotError, new_figure
+from .common import Figure, PlotError, new_figure
 
 _PALETTE = ("#1f77b4", "#17becf", "#2ca02c", "#9467bd", "#d62728", "#ff7f0e", "#8c564b",
             "#7f7f7f", "#bcbd22", "#e377c2", "#aec7e8", "#98df8a")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import PCAResult, Tokens, stage_label
-from ._common import Figure, new_figure, tick_labels, token_fontsize
+from .common import Figure, new_figure, tick_labels, token_fontsize
 
 
 def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:

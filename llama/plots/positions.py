@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import PositionEmbeddings
-from ._common import Figure, new_figure
+from .common import Figure, new_figure
 
 
 def plot_positions(p: PositionEmbeddings, name: str = "model") -> Figure:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import RopeTable
-from ._common import Figure, new_figure
+from .common import Figure, new_figure
 
 
 def plot_rope(t: RopeTable, name: str = "model") -> Figure:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..analysis import Saliency, Tokens
-from ._common import Figure, new_figure, readable_token, tick_labels, token_fontsize
+from .common import Figure, new_figure, readable_token, tick_labels, token_fontsize
 
 
 def plot_saliency(s: Saliency, tokens: Tokens, decode=None, name: str = "model") -> Figure:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from matplotlib.ticker import FuncFormatter
 
 from ..analysis import ModelSummary, human_bytes, human_count
-from ._common import Figure, new_figure
+from .common import Figure, new_figure
 
 
 def plot_summary(s: ModelSummary) -> Figure:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from matplotlib.patches import FancyBboxPatch
 
 from ..analysis import Tokens
-from ._common import Figure, new_figure, tick_labels
+from .common import Figure, new_figure, tick_labels
 
 
 def plot_tokens(tokens: Tokens, name: str = "model", prompt: str | None = None,

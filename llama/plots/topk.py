@@ -4,7 +4,7 @@ llama.analysis.top_k)."""
 from __future__ import annotations
 
 from ..analysis import Tokens, TopK
-from ._common import Figure, new_figure, readable_token, tick_labels
+from .common import Figure, new_figure, readable_token, tick_labels
 
 
 def plot_topk(r: TopK, tokens: Tokens, decode=None, name: str = "model") -> Figure:
