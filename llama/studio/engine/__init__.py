@@ -111,7 +111,7 @@ class Engine:
     def sampling(raw: dict | None) -> tuple[Sampling, int]:
         """(Sampling, rows to show) from a request's temperature/top_k/top_p/show."""
         raw = {k: v for k, v in (raw or {}).items() if k in SAMPLING_OPTIONS}
-        o = parse_options("topk", raw)
+        o = parse_options("topk", raw, label="sampling")
         return Sampling(o["temperature"], o["top_k"], o["top_p"]), o["show"]
 
     def state(self, client: str, sampling: dict | None = None) -> dict:

@@ -218,18 +218,19 @@ def parse_option(kind: str, opt: Option, value: Any) -> Any:
     raise AssertionError(f"unknown option type {t}")  # pragma: no cover
 
 
-def parse_options(kind: str, raw: dict | None) -> dict:
+def parse_options(kind: str, raw: dict | None, label: str | None = None) -> dict:
     """Validated options of a view kind; unknown names are an error (a typo must not be
-    silently ignored)."""
+    silently ignored). `label` names the options in messages (default: the kind)."""
     if kind not in VIEWS:
         raise EngineError(f"unknown view {kind!r}; views: {', '.join(VIEWS)}")
     raw = dict(raw or {})
     spec = {o.name: o for o in VIEWS[kind].options}
     unknown = [k for k in raw if k not in spec]
+    label = label or kind
     if unknown:
         known = ", ".join(spec) or "none"
-        raise EngineError(f"{kind}: unknown option {unknown[0]!r} (options: {known})")
-    return {name: parse_option(kind, o, raw.get(name, o.default)) for name, o in spec.items()}
+        raise EngineError(f"{label}: unknown option {unknown[0]!r} (options: {known})")
+    return {name: parse_option(label, o, raw.get(name, o.default)) for name, o in spec.items()}
 
 
 __all__ = ["EngineError", "Option", "ViewKind", "VIEWS", "parse_options", "parse_option"]

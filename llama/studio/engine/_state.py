@@ -62,6 +62,10 @@ class ModelHandle:
     def logits_for(self, ids: Sequence[int]) -> torch.Tensor:
         """Next-token logits (V,) after ids, running only what the cache lacks."""
         with self.lock:
+            if getattr(self.model, "cache_length", 0) < len(self.ctx.ids):
+                # Someone reset or reran the model behind our back (a notebook cell, a
+                # test): the record overstates the cache; start afresh rather than fail.
+                self.ctx.forget()
             return self.ctx.logits_for(ids).detach().float().cpu()
 
     @contextmanager
