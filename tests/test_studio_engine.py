@@ -83,7 +83,7 @@ def test_generate_streams_what_greedy_generation_gives(engine):
     want = generate_ids(engine.model, ids_of(TEXT), 6, stop_ids=[0])
     assert toks == want
     done = events[-1]
-    assert done["type"] == "done" and done["count"] == len(toks)
+    assert done["type"] == "done" and done["count"] == len(toks) and not done["state"]["generating"]
     assert [t["id"] for t in done["state"]["tokens"]] == ids_of(TEXT) + toks
 
 

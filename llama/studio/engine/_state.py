@@ -275,6 +275,7 @@ class TextState:
                 reason = "max tokens"
             rest = decoder.flush()
             elapsed = time.perf_counter() - t0
+            self._idle.set()  # before "done": its state must not say "generating"
             yield {"type": "done", "reason": reason, "count": count, "seed": seed,
                    "tail": rest, "seconds": round(elapsed, 3),
                    "tokens_per_s": round(count / elapsed, 2) if count and elapsed > 0 else None}

@@ -53,23 +53,27 @@
   function seed() { const v = $("seed").value.trim(); return v === "" ? null : Number(v); }
 
   // ---------------------------------------------------------------- the text and its tokens
-  let sentText = null, pendingText = null, inFlight = false;
+  // Typing sends the whole text; while a request is out, only the latest text waits
+  // (a fast typist never queues a request per keystroke, and answers arrive in order).
+  let pendingText = null, inFlight = false, truncateNext = false;
   function onType() {
     pendingText = $("text").value;
     if (!inFlight) sendText();
   }
-  async function sendText(truncate) {
-    if (pendingText === null) return;
+  async function sendText() {
     inFlight = true;
-    const text = pendingText; pendingText = null; sentText = text;
-    const t0 = performance.now();
-    try {
-      const st = await api("text", Object.assign({text, chat: $("chat").checked, truncate: !!truncate}, sampling()));
-      if (pendingText === null) { renderState(st); status(`${st.n_tokens} tokens, ${Math.round(performance.now() - t0)} ms`); }
-    } catch (e) { showError($("topk"), e); }
+    while (pendingText !== null) {
+      const text = pendingText, truncate = truncateNext;
+      pendingText = null;
+      truncateNext = false;
+      const t0 = performance.now();
+      try {
+        const st = await api("text", Object.assign({text, chat: $("chat").checked, truncate: !!truncate}, sampling()));
+        if (pendingText === text) pendingText = null;  // typed back to what was just sent
+        if (pendingText === null) { renderState(st); status(`${st.n_tokens} tokens, ${Math.round(performance.now() - t0)} ms`); }
+      } catch (e) { showError($("topk"), e); }
+    }
     inFlight = false;
-    if (pendingText !== null && pendingText !== sentText) sendText();
-    else { pendingText = null; }
   }
 
   function renderState(st, opts) {
@@ -89,7 +93,7 @@
     tl.innerHTML = "";
     if (st.too_long) {
       const keep = h("button", {class: "app-btn", type: "button", id: "keep-end"}, `keep the last ${st.too_long.max_seq_len} tokens`);
-      keep.addEventListener("click", () => { pendingText = $("text").value; sendText(true); });
+      keep.addEventListener("click", () => { truncateNext = true; onType(); });
       tl.append(h("div", {class: "app-error", id: "too-long-msg"}, st.too_long.message, " ", keep));
     }
     const topk = $("topk");
@@ -295,7 +299,13 @@
     const v = $("view");
     if (!MODEL_VIEWS.has(currentKind())) v.classList.add("app-stale");
     clearTimeout(viewTimer);
-    viewTimer = setTimeout(() => { if (!app.generating) refreshView(); }, 350);
+    viewTimer = setTimeout(() => {
+      // Redraw only if the text changed since the view was drawn (typing back and forth
+      // to the same tokens, or a re-tabled sampling change, redraws nothing).
+      const drawn = $("view").dataset.version;
+      if (!app.generating && app.state && (MODEL_VIEWS.has(currentKind()) ? false : String(app.state.version) !== drawn)) refreshView();
+      else $("view").classList.remove("app-stale");
+    }, 350);
   }
   async function refreshView() {
     const kind = currentKind();
@@ -402,6 +412,8 @@
     if (st.n_tokens) { $("text").value = st.text || st.decoded; renderState(st); }
     else { $("text").value = i.default_prompt; onType(); }
     document.body.dataset.ready = "1";
+    // For tests and the curious (browser console): the last payloads the page drew.
+    window.LlamaStudioPage = {payloads: app.payloads, state: () => app.state, client};
   }
   start();
 })();
