@@ -109,19 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
+    # Listen first: a port that is taken is said at once, not after loading the model.
     try:
-        model, tok, path = load(args)
-    except StudioError as e:
-        print(f"llama-studio: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("llama-studio: interrupted while loading", file=sys.stderr)
-        return 130
-    name = path.stem if path.is_file() else path.name
-    engine = Engine(model, tok, name=name, path=str(path))
-    try:
-        server = StudioServer(engine, args.host, args.port, verbose=args.verbose)
+        server = StudioServer(None, args.host, args.port, verbose=args.verbose)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             print(f"llama-studio: port {args.port} is already in use on {args.host}: pass --port N "
@@ -129,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"llama-studio: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
         return 2
+    t0 = time.perf_counter()
+    try:
+        model, tok, path = load(args)
+    except StudioError as e:
+        server.server_close()
+        print(f"llama-studio: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        server.server_close()
+        print("llama-studio: interrupted while loading", file=sys.stderr)
+        return 130
+    name = path.stem if path.is_file() else path.name
+    server.engine = Engine(model, tok, name=name, path=str(path))
     a = model.args
     print(f"{name}: {a.n_layers} layers, {a.dim} wide, vocab {a.vocab_size}, context {a.max_seq_len} "
           f"(loaded in {time.perf_counter() - t0:.1f} s)", flush=True)
@@ -141,11 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         import webbrowser
 
         threading.Timer(0.3, lambda: webbrowser.open(server.url)).start()
+    # Handler threads are joined on the way out (not daemons), so the interpreter never
+    # shuts down under a thread still writing a response.
+    server.daemon_threads = False
+    server.block_on_close = True
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("\nllama-studio: stopped", file=sys.stderr)
     finally:
+        server.stop_generations()
         server.server_close()
     return 0
 

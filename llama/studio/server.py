@@ -70,6 +70,7 @@ class BadRequest(Exception):
 class StudioHandler(BaseHTTPRequestHandler):
     server_version = "llama-studio/1"
     protocol_version = "HTTP/1.0"  # one request per connection: simple, and streams end by closing
+    timeout = 60  # seconds a silent client may hold a connection (a stalled read or write)
 
     # -- plumbing ------------------------------------------------------------------------
     @property
@@ -284,7 +285,9 @@ class StudioServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8765, verbose: bool = False) -> None:
+    def __init__(self, engine: Engine | None, host: str = "127.0.0.1", port: int = 8765,
+                 verbose: bool = False) -> None:
+        # engine may be set after construction (the command listens before it loads).
         self.engine = engine
         self.verbose = verbose
         self.disconnects = 0
@@ -319,7 +322,14 @@ class StudioServer(ThreadingHTTPServer):
         self._thread.start()
         return self
 
+    def stop_generations(self) -> None:
+        """Ask every client's generation to stop (before shutting down)."""
+        if self.engine is not None:
+            for client in self.engine.clients():
+                self.engine.stop(client)
+
     def stop(self) -> None:
+        self.stop_generations()
         self.shutdown()
         self.server_close()
         if self._thread is not None:

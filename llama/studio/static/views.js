@@ -668,13 +668,14 @@
     const W = 560, bh = 30, gap = 8;
     const Ht = 40 + boxes.length * (bh + gap) + 30;
     const svg = svgRoot(W, Ht, "ls-arch");
-    svg.append(s("text", {x: 8, y: 16, "font-weight": "bold"}, `${p.family}: D=${d.D}, H=${d.H} heads (KV=${d.KV}, ${d.n_rep} per kv head), Hd=${d.Hd}, F=${d.F}, V=${fmtInt(d.V)}, ${d.L} layers`));
+    svg.append(s("text", {x: 8, y: 14, "font-weight": "bold"}, `${p.family}: ${d.L} layers, D=${d.D}, F=${d.F}, V=${fmtInt(d.V)}`));
+    svg.append(s("text", {x: 8, y: 27, "font-size": 10.5, fill: "#334"}, `H=${d.H} query heads of Hd=${d.Hd}, KV=${d.KV} key/value heads (${d.n_rep} query heads share each)`));
     let firstBlock = -1, lastBlock = -1;
     boxes.forEach((b, i) => { if (b.in_block) { if (firstBlock < 0) firstBlock = i; lastBlock = i; } });
     const root = fig.closest(".ls-root") || fig;
     const tip = tooltip(root);
     boxes.forEach((b, i) => {
-      const y = 30 + i * (bh + gap), x = b.in_block ? 70 : 40, w = W - x - 20;
+      const y = 36 + i * (bh + gap), x = b.in_block ? 70 : 40, w = W - x - 20;
       const g = s("g", {class: "ls-arch-box" + (ctx.onSource || true ? " ls-click" : ""), "data-hook": b.hook});
       g.append(s("rect", {x, y, width: w, height: bh, rx: 5, fill: b.in_block ? "#eef4fb" : "#f5f5f5", stroke: "#9ab"}));
       g.append(s("text", {x: x + 8, y: y + 13, "font-family": MONO, "font-size": 11, "font-weight": "bold"}, b.hook));
@@ -689,7 +690,7 @@
       if (i < boxes.length - 1) svg.append(s("line", {x1: W / 2, x2: W / 2, y1: y + bh, y2: y + bh + gap, stroke: "#9ab"}));
     });
     if (firstBlock >= 0) {
-      const y0 = 30 + firstBlock * (bh + gap) - 4, y1 = 30 + lastBlock * (bh + gap) + bh + 4;
+      const y0 = 36 + firstBlock * (bh + gap) - 4, y1 = 36 + lastBlock * (bh + gap) + bh + 4;
       svg.append(s("path", {d: `M 62 ${y0} L 56 ${y0} L 56 ${y1} L 62 ${y1}`, fill: "none", stroke: "#468", "stroke-width": 2}));
       svg.append(s("text", {x: 50, y: (y0 + y1) / 2, "text-anchor": "middle", transform: `rotate(-90 50 ${(y0 + y1) / 2})`, fill: "#468", "font-weight": "bold"}, `× ${d.L} blocks (layers.0 … layers.${d.L - 1})`));
     }
