@@ -288,3 +288,17 @@ def test_model_views_describe_the_model(engine):
     assert len(rope["cos"]) == 16 and len(rope["cos"][0]) == a.head_dim // 2
     params = engine.view(None, "params")
     assert set(params["kinds"]) >= {"attention.wq", "feed_forward.w1"}
+
+
+def test_lens_in_chunks_equals_lens_at_once(engine, monkeypatch):
+    from llama.studio.engine import _views
+
+    engine.set_text("a", TEXT)
+    whole = engine.view("a", "lens")
+    engine.set_text("a", TEXT + " ")  # a new text: no cached payload parts
+    engine.set_text("a", TEXT)
+    monkeypatch.setattr(_views, "LENS_CHUNK", 3 * engine.model.args.vocab_size)  # T rows per product
+    chunked = engine.view("a", "lens")
+    for key in ("top_ids", "cand_ids", "final_ids"):
+        assert chunked[key] == whole[key]
+    assert np.allclose(chunked["final_probs"], whole["final_probs"], atol=1e-4)

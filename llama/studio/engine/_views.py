@@ -27,6 +27,7 @@ from ._state import ModelHandle
 # (L x H x T x T cells, 2 bytes each); beyond it, one layer at a time.
 MAX_ATTENTION_CELLS = 3_000_000
 MAX_LENS_CELLS = 250_000  # stages x positions x k candidates kept for click-through
+LENS_CHUNK = 1 << 24  # logits computed at once by the lens (64 MiB of float32)
 
 
 def stage_labels(n_layers: int) -> list[str]:
@@ -137,31 +138,34 @@ def lens(h: ModelHandle, ids, opts, memo=None) -> dict:
     cache = capture(h, ids, ["tok_embeddings", "layers.*.resid_post"], memo)
     model = h.model
     w = model.norm.weight
-    top_ids, top_p, cand_ids, cand_p, probs_of_final, non_finite = [], [], [], [], [], 0
-    per_stage = []
+    # Stages go through the final norm and the output matrix as the model's last one does
+    # (so the last stage is its prediction), many rows per product, but never more than
+    # LENS_CHUNK logits at once (a long text times the vocabulary is large).
+    x = torch.cat([cache[name][0] for name in stage_hooks(L)]).to(device=w.device, dtype=w.dtype)  # (S*T, D)
+    V = model.args.vocab_size
+    rows = max(T, LENS_CHUNK // V)
     with torch.no_grad():
-        for name in stage_hooks(L):
-            x = cache[name][0].to(device=w.device, dtype=w.dtype)  # (T, D)
-            logits = model.output(model.norm(x)).float()  # (T, V): the model's own last step
-            non_finite += int((~torch.isfinite(logits)).any(-1).sum())
+        final = model.output(model.norm(x[-T:])).float().argmax(-1).cpu()  # (T,) the model's choice
+        parts = []
+        for start in range(0, S * T, rows):
+            logits = model.output(model.norm(x[start:start + rows])).float().cpu()  # (rows, V)
+            bad = (~torch.isfinite(logits)).any(-1)
             probs = torch.softmax(torch.nan_to_num(logits, nan=-1e30), -1)
-            p, i = probs.topk(k, dim=-1)  # (T, k)
-            cand_ids.append(i.cpu())
-            cand_p.append(p.cpu())
-            per_stage.append(probs.cpu())
-            top_ids.append(i[:, 0].cpu())
-            top_p.append(p[:, 0].cpu())
-    final = top_ids[-1]  # (T,) the model's own prediction at each position
-    for probs in per_stage:
-        probs_of_final.append(probs.gather(-1, final[:, None])[:, 0])
-    del per_stage
+            p, i = probs.topk(k, dim=-1)  # (rows, k)
+            pos = torch.arange(start, start + len(logits)) % T
+            parts.append((p, i, probs.gather(-1, final[pos][:, None])[:, 0], bad))
+    cand_p = torch.cat([q[0] for q in parts]).reshape(S, T, k)
+    cand_ids = torch.cat([q[1] for q in parts]).reshape(S, T, k)
+    probs_of_final = torch.cat([q[2] for q in parts]).reshape(S, T)
+    non_finite = int(torch.cat([q[3] for q in parts]).sum())
+    top_ids, top_p = cand_ids[..., 0], cand_p[..., 0]
     vocab = Vocab(h.tok)
-    vocab.add(torch.stack(cand_ids).reshape(-1).tolist())
+    vocab.add(cand_ids.reshape(-1).tolist())
     return {
         "kind": "lens", "stages": stage_labels(L), "stage_hooks": stage_hooks(L), "k": k,
-        "top_ids": ints(torch.stack(top_ids)), "top_probs": rounded(torch.stack(top_p), 4),
-        "cand_ids": ints(torch.stack(cand_ids)), "cand_probs": rounded(torch.stack(cand_p), 4),
-        "final_ids": ints(final), "final_probs": rounded(torch.stack(probs_of_final), 4),
+        "top_ids": ints(top_ids), "top_probs": rounded(top_p, 4),
+        "cand_ids": ints(cand_ids), "cand_probs": rounded(cand_p, 4),
+        "final_ids": ints(final), "final_probs": rounded(probs_of_final, 4),
         "vocab": vocab.payload(),
         "warnings": [f"{non_finite} (stage, position) cells had non-finite logits"] if non_finite else [],
     }

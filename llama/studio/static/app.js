@@ -99,6 +99,7 @@
     const topk = $("topk");
     topk.innerHTML = "";
     V.mount(topk, Object.assign({kind: "topk", title: "", warnings: []}, st), {noTitle: true, onPick: pick});
+    if (app.firstTopk == null && st.candidates && st.candidates.length) app.firstTopk = performance.now();
     const busy = app.generating;
     $("gen").disabled = busy || !st.n_tokens || !!st.non_finite;
     $("step").disabled = busy || !st.n_tokens || !!st.non_finite;
@@ -413,7 +414,8 @@
     else { $("text").value = i.default_prompt; onType(); }
     document.body.dataset.ready = "1";
     // For tests and the curious (browser console): the last payloads the page drew.
-    window.LlamaStudioPage = {payloads: app.payloads, state: () => app.state, client};
+    window.LlamaStudioPage = {payloads: app.payloads, state: () => app.state, client,
+      firstTopk: () => app.firstTopk};
   }
   start();
 })();

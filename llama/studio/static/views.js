@@ -229,7 +229,11 @@
     const root = fig.closest(".ls-root") || fig;
     const tip = tooltip(root);
     const at = (li, hd, q, k) => maps.data[((li * H + hd) * T + q) * T + k];
+    // Start on the head that looks least at the first token (the sink): the one with the
+    // most visible pattern of its own, rather than on an arbitrary layers.0 head 0.
     const state = {li: 0, head: 0};
+    let best = Infinity;
+    layers.forEach((L, li) => { for (let hd = 0; hd < H; hd++) { const v = share[L][hd]; if (v != null && v < best) { best = v; state.li = li; state.head = hd; } } });
     if (ctx.initial && ctx.initial.layer != null && layers.indexOf(ctx.initial.layer) >= 0) state.li = layers.indexOf(ctx.initial.layer);
     if (ctx.initial && ctx.initial.head != null) state.head = clamp(ctx.initial.head, 0, H - 1);
 
