@@ -376,6 +376,9 @@
         if (!res.ok) throw new Error((await res.json()).error);
         const html = await res.text();
         V.download(name + ".html", URL.createObjectURL(new Blob([html], {type: "text/html"})));
+      } else if (!el.querySelector(".ls-figure svg.ls-svg")) {
+        status("this view is text, not a picture: export it as HTML", true);
+        return;
       } else if (format === "svg") {
         V.download(name + ".svg", URL.createObjectURL(new Blob([V.exportSVG(el)], {type: "image/svg+xml"})));
       } else {
