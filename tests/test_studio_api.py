@@ -240,6 +240,24 @@ def test_two_clients_at_once_do_not_corrupt_each_other(served):
             assert abs(results[name]["candidates"][0]["prob"] - float(want.max())) < 1e-4
 
 
+def test_a_burst_of_requests_is_served_not_reset(api):
+    api.ok("text", {"text": PROMPT})
+    results = []
+
+    def one(i):
+        try:
+            results.append(api.post("state", {"temperature": 0.5 * (i % 3)})[0])
+        except OSError as e:  # a reset connection
+            results.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == [200] * 48
+
+
 def test_a_text_longer_than_the_context_says_so(api):
     long_text = "one two three four five six seven eight nine ten " * 12  # > 96 tokens
     st = api.ok("text", {"text": long_text})

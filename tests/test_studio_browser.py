@@ -50,7 +50,7 @@ def env(tmp_path_factory):
         server.stop()
 
 
-def wait(cond, timeout=120, what="the page"):
+def wait(cond, timeout=120, what="the page", detail=None):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -61,7 +61,7 @@ def wait(cond, timeout=120, what="the page"):
         except Exception as e:  # noqa: BLE001 - the element may be being redrawn
             last = e
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} ({last})")
+    raise AssertionError(f"timed out waiting for {what} ({last}; {detail() if detail else ''})")
 
 
 def js(env, script, *args):
@@ -136,7 +136,8 @@ def test_sampling_controls_show_their_effect(env):
     assert len(css(env, "#topk .ls-filtered")) == len(st["candidates"]) - 2
     d.execute_script("const t = document.getElementById('temperature'); t.value = 0; t.dispatchEvent(new Event('input'));"
                      "const k = document.getElementById('top-k'); k.value = 0; k.dispatchEvent(new Event('input'));")
-    wait(lambda: state(env)["sampling"]["greedy"] and state(env)["sampling"]["top_k"] is None, what="greedy again")
+    wait(lambda: state(env)["sampling"]["greedy"] and state(env)["sampling"]["top_k"] is None, what="greedy again",
+         detail=lambda: (state(env)["sampling"], texts(env, "#status"), env["driver"].get_log("browser")))
 
 
 def test_click_a_candidate_then_step_back(env):

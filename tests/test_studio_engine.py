@@ -223,6 +223,7 @@ def test_bad_requests_say_what_is_wrong(engine):
         (lambda: engine.view("a", "intervene", {"edit": "steer"}), "two prompts"),
         (lambda: engine.view("a", "intervene", {"edit": "explode"}), "one of ablate_head"),
         (lambda: engine.view("empty", "lens"), "no text yet"),
+        (lambda: engine.view("a", "residual", {"stages": [0, 9]}), "stage 9 is out of range: stages are 0"),
         (lambda: engine.set_text("a", TEXT, sampling={"temperature": -1}), "temperature"),
         (lambda: engine.set_text("a", TEXT, sampling={"top_p": 1.5}), "top_p"),
         (lambda: engine.pick("a", 10**6), "token id must be an integer in 0..383"),
@@ -272,6 +273,17 @@ def test_every_view_is_plain_json_with_its_sources(engine, kind):
     for src in p["sources"]:
         assert "error" not in src, src
         assert src["path"] == "llama/model.py" and src["context"]["lines"]
+
+
+def test_residual_stages_and_norms(engine):
+    engine.set_text("a", TEXT)
+    p = engine.view("a", "residual", {"stages": [2, 0], "skip_first": True})
+    assert p["pca_stages"] == [2, 0] and [g["stage"] for g in p["grid"]] == [2, 0]
+    assert p["positions"] == list(range(1, len(ids_of(TEXT))))
+    engine.model.reset_cache()
+    _, cache = run_with_cache(engine.model, torch.tensor([ids_of(TEXT)]), names="layers.*.resid_post")
+    assert np.allclose(p["resid_norm"][2], cache["layers.1.resid_post"][0].norm(dim=-1).numpy(), rtol=1e-3)
+    assert len(p["trajectory"]["coords"]) == engine.model.args.n_layers + 1
 
 
 def test_model_views_describe_the_model(engine):

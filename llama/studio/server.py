@@ -104,15 +104,18 @@ class StudioHandler(BaseHTTPRequestHandler):
             pass
 
     def _check_origin(self) -> None:
+        """Host must name this server (on loopback: no DNS rebinding); a browser's Origin
+        must be this server's own page. Listening on every interface (0.0.0.0, ::), any
+        Host is accepted, but still only same-origin pages."""
         allowed = self.server.allowed_hosts  # type: ignore[attr-defined]
         host = (self.headers.get("Host") or "").lower()
-        if host not in allowed:
+        if allowed is not None and host not in allowed:
             raise BadRequest(f"this server answers only requests addressed to it "
                              f"({sorted(allowed)[0]}), not {host!r}", 403)
         origin = self.headers.get("Origin")
         if origin and origin != "null":
-            o = urlsplit(origin)
-            if (o.netloc or "").lower() not in allowed:
+            o = (urlsplit(origin).netloc or "").lower()
+            if o != host and (allowed is None or o not in allowed):
                 raise BadRequest(f"requests from {origin} are not allowed", 403)
 
     def _body(self, limit: int = MAX_BODY) -> dict:
@@ -269,8 +272,14 @@ class StudioHandler(BaseHTTPRequestHandler):
                 event = next(events, None)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.server.disconnects += 1  # type: ignore[attr-defined]
-        except EngineError as err:
-            self.wfile.write(("data: " + json.dumps({"type": "error", "message": str(err)}) + "\n\n").encode())
+        except Exception as err:  # noqa: BLE001 - the headers are out: say it in the stream
+            if not isinstance(err, EngineError):
+                traceback.print_exc(file=sys.stderr)
+            message = str(err) if isinstance(err, EngineError) else f"internal error ({type(err).__name__}: {err})"
+            try:
+                self.wfile.write(("data: " + json.dumps({"type": "error", "message": message}) + "\n\n").encode())
+            except OSError:
+                pass
         finally:
             events.close()
 
@@ -284,6 +293,7 @@ class StudioServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the page fires a few requests at once; never reset one
 
     def __init__(self, engine: Engine | None, host: str = "127.0.0.1", port: int = 8765,
                  verbose: bool = False) -> None:
@@ -298,16 +308,12 @@ class StudioServer(ThreadingHTTPServer):
         super().__init__((host.strip("[]"), port), StudioHandler)
         self.host = host
         self.port = self.server_address[1]
-        names = {host.strip("[]").lower()} | (set(LOOPBACK) if host in LOOPBACK or host.startswith("127.") else set())
-        if host in ("0.0.0.0", "::"):
-            import socket
-
-            names |= {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()}
-            try:
-                names.add(socket.gethostbyname(socket.gethostname()))
-            except OSError:
-                pass
-        self.allowed_hosts = {f"[{n}]:{self.port}" if ":" in n else f"{n}:{self.port}" for n in names}
+        bare = host.strip("[]").lower()
+        if bare in ("0.0.0.0", "::"):
+            self.allowed_hosts = None  # every interface: the user asked for remote access
+        else:
+            names = {bare} | (set(LOOPBACK) if is_loopback(bare) else set())
+            self.allowed_hosts = {f"[{n}]:{self.port}" if ":" in n else f"{n}:{self.port}" for n in names}
         self._thread: threading.Thread | None = None
 
     @property

@@ -177,17 +177,15 @@ def residual(h: ModelHandle, ids, opts, memo=None) -> dict:
 
     L, T = h.model.args.n_layers, len(ids)
     cache = capture(h, ids, ["tok_embeddings", "layers.*.resid_post", "layers.*.feed_forward.act"], memo)
-    try:
-        stages = parse_stages(None if opts["stages"] is None else
-                              [("emb" if s == 0 else s - 1) for s in opts["stages"]], L)
-    except ValueError as e:
-        raise EngineError(str(e).replace("layer", "stage")) from None
     if opts["stages"] is not None:
         bad = [s for s in opts["stages"] if not 0 <= s <= L]
         if bad:
             raise EngineError(f"stage {bad[0]} is out of range: stages are 0 (embeddings) .. {L} "
                               f"(after block {L - 1})")
-    warnings, grid, traj = [], None, None
+        stages = list(dict.fromkeys(opts["stages"]))
+    else:
+        stages = parse_stages(None, L)  # about six spread from the embeddings to the last block
+    warnings, grid, traj, positions = [], None, None, list(range(T))
     n_points = T - (1 if opts["skip_first"] else 0)
     finite = all(torch.isfinite(cache[n]).all() for n in stage_hooks(L))
     if not finite:
@@ -207,7 +205,7 @@ def residual(h: ModelHandle, ids, opts, memo=None) -> dict:
     act = activation_stats(cache)
     return {
         "kind": "residual", "stages": stage_labels(L), "stage_hooks": stage_hooks(L),
-        "pca_stages": stages, "positions": positions if grid else list(range(T)),
+        "pca_stages": stages, "positions": positions,
         "grid": grid, "trajectory": traj,
         "resid_norm": significant(act.resid_norm), "mlp_mean_abs": significant(act.mlp_mean_abs),
         "mlp_max_abs": significant(act.mlp_max_abs), "warnings": warnings,

@@ -26,10 +26,19 @@
 
   // ---------------------------------------------------------------- talking to the server
   async function api(path, body) {
-    const res = await fetch("/api/" + path, body === undefined ? {} : {
+    const init = body === undefined ? {} : {
       method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify(Object.assign({client}, body)),
-    });
+    };
+    let res;
+    try { res = await fetch("/api/" + path, init); }
+    catch (e) {
+      // A request that never reached the server (a busy machine dropped the connection):
+      // one more try for those that change nothing; the others say so.
+      if (!/^(state|info|source|view\/)/.test(path)) throw new Error("the server did not answer: is llama-studio still running?");
+      await new Promise(r => setTimeout(r, 150));
+      res = await fetch("/api/" + path, init);
+    }
     const text = await res.text();
     let data;
     try { data = JSON.parse(text); } catch (e) { data = {error: text || res.statusText}; }
@@ -399,10 +408,15 @@
     drawTabs();
     $("text").addEventListener("input", onType);
     $("chat").addEventListener("change", onType);
+    // Sampling controls re-table the stored logits; answers may overtake each other, so
+    // only the answer to the latest change is drawn.
+    let samplingSeq = 0;
     ["temperature", "top-k", "top-p"].forEach(id => $(id).addEventListener("input", async () => {
       $("temperature-value").textContent = $("temperature").value;
       $("top-p-value").textContent = Number($("top-p").value) >= 1 ? "off" : $("top-p").value;
-      try { renderState(await api("state", sampling())); } catch (e) { showError(null, e); }
+      const mine = ++samplingSeq;
+      try { const st = await api("state", sampling()); if (mine === samplingSeq) renderState(st); }
+      catch (e) { showError(null, e); }
     }));
     $("gen").addEventListener("click", generate);
     $("stop").addEventListener("click", stop);
