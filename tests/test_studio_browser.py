@@ -96,6 +96,25 @@ def state(env):
     return js(env, "return window.LlamaStudioPage.state()")
 
 
+def net_log(env):
+    """The network events of the performance log, shortened (for failure messages)."""
+    import json as _json
+
+    out = []
+    for entry in env["driver"].get_log("performance"):
+        msg = _json.loads(entry["message"])["message"]
+        m, p = msg.get("method", ""), msg.get("params", {})
+        if m == "Network.requestWillBeSent":
+            out.append(("send", p["requestId"], p["request"]["url"][-30:], p["request"].get("postData", "")[:80]))
+        elif m in ("Network.responseReceived",):
+            out.append(("resp", p["requestId"], p["response"]["status"]))
+        elif m == "Network.loadingFailed":
+            out.append(("fail", p["requestId"], p.get("errorText")))
+        elif m == "Network.loadingFinished":
+            out.append(("done", p["requestId"]))
+    return out[-40:]
+
+
 def record_urls(env):
     env["urls"] += requested_urls(env["driver"])
 
@@ -122,6 +141,10 @@ def test_type_the_prompt_and_see_paris_first(env):
     wait(lambda: texts(env, "#tokens .app-tok") == ["The", "␣capital", "␣of", "␣France", "␣is"], what="the chips")
     assert "id 504" in attr(env, "#tokens .app-tok", "title")
     assert texts(env, '#topk .ls-cand[data-rank="1"] .ls-piece') == ["␣Paris"]
+    # The table says where its numbers come from, like every view.
+    click(env, "#topk-sources .ls-src-link")
+    wait(lambda: "logits = self.output(h)" in texts(env, "#side-body")[0], what="the logits line")
+    click(env, "#side-close")
     record_urls(env)
 
 
@@ -137,7 +160,7 @@ def test_sampling_controls_show_their_effect(env):
     d.execute_script("const t = document.getElementById('temperature'); t.value = 0; t.dispatchEvent(new Event('input'));"
                      "const k = document.getElementById('top-k'); k.value = 0; k.dispatchEvent(new Event('input'));")
     wait(lambda: state(env)["sampling"]["greedy"] and state(env)["sampling"]["top_k"] is None, what="greedy again",
-         detail=lambda: (state(env)["sampling"], texts(env, "#status"), env["driver"].get_log("browser")))
+         detail=lambda: (state(env)["sampling"], texts(env, "#status"), env["driver"].get_log("browser"), net_log(env)))
 
 
 def test_click_a_candidate_then_step_back(env):
@@ -172,6 +195,11 @@ def test_generate_streams_and_stop_stops(env):
     css(env, "#step")[0].click()
     n = state(env)["n_tokens"]
     wait(lambda: state(env)["n_tokens"] == n + 1, what="one step")
+    # A text longer than the context (8192 tokens) is said so on the page, not run.
+    js(env, "const b = document.getElementById('text'); b.value = 'word '.repeat(9000);"
+            "b.dispatchEvent(new Event('input'));")
+    wait(lambda: "context holds 8192" in (texts(env, "#too-long-msg") or [""])[0], what="the too-long message")
+    assert css(env, "#keep-end")
     # Back to the prompt for the views.
     box = css(env, "#text")[0]
     box.clear()
@@ -309,3 +337,18 @@ def test_export_a_view_stop_the_server_and_open_the_file(env):
     urls = requested_urls(d)
     assert urls and all(u.startswith(("file://", "data:", "blob:")) for u in urls), urls
     assert not no_errors_in_console(env)
+
+
+def test_non_finite_logits_are_reported_not_drawn(env, tmp_path):
+    from llama.studio.export import standalone_html
+
+    payload = {"kind": "topk", "title": "Next token", "tokens": [], "warnings": [], "sources": [],
+               "candidates": [], "sampling": {"greedy": True},
+               "non_finite": {"count": 49152, "nan": 49152, "inf": 0,
+                              "message": "49152 of 49152 logits are not finite (49152 NaN): ..."}}
+    page = tmp_path / "nan.html"
+    page.write_text(standalone_html(payload), encoding="utf-8")
+    env["driver"].get(page.as_uri())
+    wait(lambda: css(env, ".ls-error"), what="the non-finite message")
+    assert "not finite" in texts(env, ".ls-error")[0]
+    assert not css(env, ".ls-figure svg")  # nothing drawn from NaNs

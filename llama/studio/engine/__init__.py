@@ -102,7 +102,8 @@ class Engine:
             "dtype": str(w.dtype).replace("torch.", ""), "device": str(w.device),
             "has_chat_template": bool(getattr(self.handle.tok, "has_chat_template", False)),
             "hook_names": len(m.hook_names()),
-            "views": [v.describe() for v in VIEWS.values()],
+            "views": [dict(v.describe(), sources=[] if v.name == "tour" else locate_all(m, v.hooks))
+                      for v in VIEWS.values()],
             "default_prompt": "The capital of France is",
         }
 

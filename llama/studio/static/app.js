@@ -405,6 +405,13 @@
     const i = app.info;
     $("model").textContent = `${i.name} · ${i.family}, ${i.n_layers} layers, ${i.n_heads} heads (${i.n_kv_heads} kv), d=${i.dim}, ${(i.n_params / 1e6).toFixed(1)}M parameters, ${i.dtype} on ${i.device}`;
     $("chat").disabled = !i.has_chat_template;
+    const topkView = i.views.find(v => v.name === "topk");
+    if (topkView) {  // where the table's numbers come from, as under every view
+      const box = $("topk-sources");
+      box.append(h("span", {class: "ls-src-label"}, "Reads "));
+      topkView.sources.forEach(src => box.append(h("button", {class: "ls-src-link", type: "button", onclick: () => openSide(src)},
+        h("code", null, src.hook), ` ← ${src.path}:${src.line}`)));
+    }
     drawTabs();
     $("text").addEventListener("input", onType);
     $("chat").addEventListener("change", onType);
