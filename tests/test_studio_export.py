@@ -46,11 +46,13 @@ def test_payload_json_cannot_close_the_script():
 def test_standalone_html_is_whole_and_escaped():
     html = standalone_html(EVIL)
     assert html.startswith("<!doctype html>") and html.rstrip().endswith("</html>")
-    assert html.count("<script>") == 2 and html.count("</script>") == 2  # views.js + mount
+    assert html.count("<script>") == 2 and html.count("</script>") == 2  # the renderers + mount
     assert "alert(1)</script>" not in html and "alert(2)" in html  # only inside JSON, escaped
     assert "&lt;/title&gt;" in html  # the title is HTML-escaped
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
-    assert static_text("views.js")[:200] in html and "ls-root" in html
+    for name in ("views.js", "views_prompt.js", "views_attribution.js", "views_model.js"):
+        assert static_text(name)[:200] in html
+    assert "ls-root" in html
 
 
 def test_fragments_get_unique_ids_and_need_no_loader():

@@ -18,7 +18,9 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-STATIC_FILES = ("index.html", "app.js", "views.js", "studio.css")
+# The renderers, in the order they must load (views.js first: the others add to it).
+VIEW_SCRIPTS = ("views.js", "views_prompt.js", "views_attribution.js", "views_model.js")
+STATIC_FILES = ("index.html", "app.js", "studio.css") + VIEW_SCRIPTS
 _ids = itertools.count(1)
 
 
@@ -28,6 +30,11 @@ def static_text(name: str) -> str:
     if name not in STATIC_FILES:
         raise FileNotFoundError(f"no static file {name!r}; files: {', '.join(STATIC_FILES)}")
     return resources.files("llama.studio").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def renderers_js() -> str:
+    """All the renderers as one script (what exports and notebook cells carry)."""
+    return "\n".join(static_text(name) for name in VIEW_SCRIPTS)
 
 
 def payload_json(payload: dict) -> str:
@@ -65,7 +72,7 @@ def standalone_html(payload: dict, title: str | None = None) -> str:
         "<div id=\"ls-view\" class=\"ls-root\"></div>\n"
         "<p style=\"color:#889;font:12px system-ui,sans-serif\">Exported from llama-from-scratch's "
         "studio; this file needs no server and no network.</p>\n"
-        f"{_script(static_text('views.js'))}\n{_mount_script('ls-view', payload, True)}\n"
+        f"{_script(renderers_js())}\n{_mount_script('ls-view', payload, True)}\n"
         "</body>\n</html>\n"
     )
 
@@ -75,15 +82,16 @@ def fragment(payload: dict) -> str:
 
     Plain <script> elements (no require.js, no widgets, no kernel comms), so classic
     Notebook, JupyterLab, VS Code and nbconvert's HTML all run it the same way. The
-    renderers are included in every cell (about 60 kB): each output stands alone, also
+    renderers are included in every cell (about 70 kB): each output stands alone, also
     when it is copied or the notebook is opened without the cells above it."""
     dom_id = f"ls-view-{next(_ids)}-{id(payload) & 0xFFFFFF:x}"
     return (
         f"<div id=\"{dom_id}\" class=\"ls-root\" style=\"max-width:100%;overflow-x:auto\">"
         "<noscript>This view needs JavaScript (a trusted notebook).</noscript></div>"
         f"<style>{static_text('studio.css')}</style>"
-        f"{_script(static_text('views.js'))}{_mount_script(dom_id, payload, True)}"
+        f"{_script(renderers_js())}{_mount_script(dom_id, payload, True)}"
     )
 
 
-__all__ = ["standalone_html", "fragment", "static_text", "payload_json", "STATIC_FILES"]
+__all__ = ["standalone_html", "fragment", "static_text", "renderers_js", "payload_json", "STATIC_FILES",
+           "VIEW_SCRIPTS"]
