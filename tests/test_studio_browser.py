@@ -136,8 +136,8 @@ def test_type_the_prompt_and_see_paris_first(env):
     box = css(env, "#text")[0]
     box.clear()
     box.send_keys(PROMPT)
-    wait(lambda: (state(env) or {}).get("text") == PROMPT and top_candidate(env)[0] == 7042,
-         what="' Paris' ranked first")
+    wait(lambda: (state(env) or {}).get("text") == PROMPT and top_candidate(env)[0] == 7042
+         and not js(env, "return window.LlamaStudioPage.busy()"), what="' Paris' ranked first")
     wait(lambda: texts(env, "#tokens .app-tok") == ["The", "␣capital", "␣of", "␣France", "␣is"], what="the chips")
     assert "id 504" in attr(env, "#tokens .app-tok", "title")
     assert texts(env, '#topk .ls-cand[data-rank="1"] .ls-piece') == ["␣Paris"]
@@ -168,8 +168,8 @@ def test_click_a_candidate_then_step_back(env):
     click(env, '#topk .ls-cand[data-rank="2"]')
     wait(lambda: state(env)["n_tokens"] == 6, what="the picked token")
     assert state(env)["tokens"][-1]["id"] == picked
-    assert css(env, "#text")[0].get_attribute("value") == state(env)["decoded"]
-    css(env, "#back")[0].click()
+    assert js(env, "return document.getElementById('text').value") == state(env)["decoded"]
+    click(env, "#back")
     wait(lambda: state(env)["n_tokens"] == 5 and top_candidate(env)[0] == 7042, what="back to the prompt")
 
 
@@ -178,7 +178,7 @@ def test_generate_streams_and_stop_stops(env):
     n_box = css(env, "#gen-n")[0]
     n_box.clear()
     n_box.send_keys("6")
-    css(env, "#gen")[0].click()
+    click(env, "#gen")
     wait(lambda: state(env)["n_tokens"] == 11 and not state(env)["generating"]
          and css(env, "#gen")[0].is_enabled(), what="6 generated tokens")
     assert texts(env, "#gen-out")[0].startswith(" Paris")
@@ -186,13 +186,13 @@ def test_generate_streams_and_stop_stops(env):
     # A long one, stopped after a few tokens.
     n_box.clear()
     n_box.send_keys("300")
-    css(env, "#gen")[0].click()
+    click(env, "#gen")
     wait(lambda: len(css(env, "#tokens .app-tok")) >= 14, what="streamed tokens")
-    css(env, "#stop")[0].click()
+    click(env, "#stop")
     wait(lambda: not state(env)["generating"] and css(env, "#gen")[0].is_enabled(), what="the stop")
     assert 14 <= state(env)["n_tokens"] < 11 + 300
     assert "stopped" in texts(env, "#status")[0]
-    css(env, "#step")[0].click()
+    click(env, "#step")
     n = state(env)["n_tokens"]
     wait(lambda: state(env)["n_tokens"] == n + 1, what="one step")
     # A text longer than the context (8192 tokens) is said so on the page, not run.
@@ -204,15 +204,17 @@ def test_generate_streams_and_stop_stops(env):
     box = css(env, "#text")[0]
     box.clear()
     box.send_keys(PROMPT)
-    wait(lambda: state(env)["n_tokens"] == 5 and state(env)["text"] == PROMPT, what="the prompt again")
+    wait(lambda: state(env)["n_tokens"] == 5 and state(env)["text"] == PROMPT
+         and not js(env, "return window.LlamaStudioPage.busy()"), what="the prompt again")
     record_urls(env)
     d.get_log("browser")  # drop what came before
 
 
 def open_view(env, tab, sub):
-    css(env, f'#tabs [data-tab="{tab}"]')[0].click()
+    click(env, f'#tabs [data-tab="{tab}"]')
     if sub:
-        wait(lambda: css(env, f'#subnav [data-view="{sub}"]'), what=f"the {sub} button")[0].click()
+        wait(lambda: css(env, f'#subnav [data-view="{sub}"]'), what=f"the {sub} button")
+        click(env, f'#subnav [data-view="{sub}"]')
     kind = sub or tab
     wait(lambda: attr(env, "#view", "data-kind") == kind
          and (css(env, "#view .ls-figure") or css(env, "#view .app-error"))
@@ -220,7 +222,7 @@ def open_view(env, tab, sub):
          and (kind in MODEL_KINDS or attr(env, "#view", "data-version") == str(state(env)["version"])),
          what=f"the {kind} view")
     errors = css(env, "#view .app-error") + css(env, "#view .ls-error")
-    assert not errors, errors[0].text
+    assert not errors, texts(env, "#view .app-error, #view .ls-error")
     return kind
 
 
@@ -235,26 +237,26 @@ def test_every_view_opens(env, tab, sub):
     if kind == "attention":
         assert len(css(env, "#view .ls-thumb")) == 30 * 9
         click(env, "#view .ls-thumb", 17 * 9 + 5)
-        wait(lambda: "layers.17.attention.probs, head 5" in css(env, "#view .ls-head-panel")[0].text,
+        wait(lambda: "layers.17.attention.probs, head 5" in texts(env, "#view .ls-head-panel")[0],
              what="the enlarged head")
         chips = css(env, "#view .ls-head-panel .ls-chip")
         assert len(chips) == 10  # two strips of 5 tokens
     if kind == "lens":
         assert len(css(env, "#view .ls-lens-cell")) == 31 * 5
         click(env, "#view .ls-lens-cell", 0)  # the embeddings at position 0: its top 10 replace the last cell's
-        wait(lambda: "tok_embeddings at position 0" in css(env, "#view .ls-lens-detail")[0].text
+        wait(lambda: "tok_embeddings at position 0" in texts(env, "#view .ls-lens-detail")[0]
              and len(css(env, "#view .ls-lens-detail tr")) == 10, what="a cell's top 10")
     if kind == "tour":
-        first = css(env, "#view .ls-tour-title")[0].text
-        css(env, "#view .ls-tour-next")[0].click()
-        wait(lambda: css(env, "#view .ls-tour-title")[0].text != first, what="the next stage")
+        first = texts(env, "#view .ls-tour-title")[0]
+        click(env, "#view .ls-tour-next")
+        wait(lambda: texts(env, "#view .ls-tour-title")[0] != first, what="the next stage")
     if payload["sources"]:
-        css(env, "#view .ls-sources .ls-src-link")[0].click()
-        wait(lambda: "app-open" in css(env, "#side")[0].get_attribute("class"), what="the source panel")
+        click(env, "#view .ls-sources .ls-src-link")
+        wait(lambda: "app-open" in attr(env, "#side", "class"), what="the source panel")
         src = payload["sources"][0]
-        assert f"{src['path']}:{src['line']}" in css(env, "#side-body")[0].text
+        assert f"{src['path']}:{src['line']}" in texts(env, "#side-body")[0]
         assert css(env, "#side-body .ls-hl")
-        css(env, "#side-close")[0].click()
+        click(env, "#side-close")
     if env["shots"]:
         env["shots"].mkdir(parents=True, exist_ok=True)
         env["driver"].save_screenshot(str(env["shots"] / f"{kind}.png"))
@@ -264,11 +266,11 @@ def test_every_view_opens(env, tab, sub):
 
 def test_source_panel_shows_the_whole_file(env):
     open_view(env, "lens", None)
-    css(env, "#view .ls-sources .ls-src-link")[0].click()
-    css(env, "#side-file")[0].click()
+    click(env, "#view .ls-sources .ls-src-link")
+    click(env, "#side-file")
     wait(lambda: len(css(env, "#side-body .ls-line")) > 300, what="the whole of model.py")
     assert len(css(env, "#side-body .ls-hl")) >= 1
-    css(env, "#side-close")[0].click()
+    click(env, "#side-close")
 
 
 def test_ablating_a_head_changes_the_distribution(env):
@@ -285,7 +287,7 @@ def test_ablating_a_head_changes_the_distribution(env):
     assert p["edit"] == "ablate_head" and p["hooks"][0] == "layers.23.attention.heads"
     assert p["clean"][0]["text"] == " Paris"
     assert p["edited"][0]["prob"] != p["clean"][0]["prob"] and p["kl"] > 0
-    assert "→" in css(env, "#view .ls-intervene-summary")[0].text
+    assert "→" in texts(env, "#view .ls-intervene-summary")[0]
     # The next-token panel still shows the clean model.
     assert top_candidate(env)[0] == 7042
     record_urls(env)
@@ -301,13 +303,13 @@ def downloaded(env, suffix):
 
 def test_export_svg_and_png(env):
     open_view(env, "lens", None)
-    css(env, "#export-svg")[0].click()
+    click(env, "#export-svg")
     svg = downloaded(env, ".svg")
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(svg.read_text(encoding="utf-8"))
     assert root.tag.endswith("svg") and int(root.get("width")) > 300
-    css(env, "#export-png")[0].click()
+    click(env, "#export-png")
     png = downloaded(env, ".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
@@ -322,7 +324,7 @@ def test_no_request_went_to_another_host(env):
 
 def test_export_a_view_stop_the_server_and_open_the_file(env):
     open_view(env, "lens", None)
-    css(env, "#export-html")[0].click()
+    click(env, "#export-html")
     html = downloaded(env, ".html")
     record_urls(env)
     env["server"].stop()
@@ -332,7 +334,7 @@ def test_export_a_view_stop_the_server_and_open_the_file(env):
     wait(lambda: css(env, ".ls-figure .ls-lens-cell"), what="the exported lens")
     assert len(css(env, ".ls-lens-cell")) == 31 * 5
     click(env, ".ls-lens-cell", 31 * 5 - 1)
-    wait(lambda: "␣Paris" in css(env, ".ls-lens-detail")[0].text, what="the exported cell's top 10")
+    wait(lambda: "␣Paris" in texts(env, ".ls-lens-detail")[0], what="the exported cell's top 10")
     assert css(env, ".ls-export button")  # SVG / PNG buttons in the standalone file
     urls = requested_urls(d)
     assert urls and all(u.startswith(("file://", "data:", "blob:")) for u in urls), urls

@@ -79,10 +79,31 @@
       try {
         const st = await api("text", Object.assign({text, chat: $("chat").checked, truncate: !!truncate}, sampling()));
         if (pendingText === text) pendingText = null;  // typed back to what was just sent
-        if (pendingText === null) { renderState(st); status(`${st.n_tokens} tokens, ${Math.round(performance.now() - t0)} ms`); }
+        if (pendingText === null) {
+          renderState(st);
+          status(`${st.n_tokens} tokens, ${Math.round(performance.now() - t0)} ms`);
+          // The sliders moved while this text was on its way: table it again as they are now.
+          if (!sameSampling(st)) refreshTable();
+        }
       } catch (e) { showError($("topk"), e); }
     }
     inFlight = false;
+  }
+
+  // Sampling controls re-table the stored logits (no model run). Answers may overtake each
+  // other, so only the answer to the latest change is drawn, and none while a text is on
+  // its way (the typing loop re-tables when it lands, if the sliders moved meanwhile).
+  let samplingSeq = 0;
+  function sameSampling(st) {
+    const a = st.sampling || {}, b = sampling();
+    return a.temperature === b.temperature && (a.top_k || null) === b.top_k && Math.abs((a.top_p || 1) - b.top_p) < 1e-9;
+  }
+  async function refreshTable() {
+    const mine = ++samplingSeq;
+    try {
+      const st = await api("state", sampling());
+      if (mine === samplingSeq && !inFlight) renderState(st);
+    } catch (e) { showError(null, e); }
   }
 
   function renderState(st, opts) {
@@ -415,15 +436,10 @@
     drawTabs();
     $("text").addEventListener("input", onType);
     $("chat").addEventListener("change", onType);
-    // Sampling controls re-table the stored logits; answers may overtake each other, so
-    // only the answer to the latest change is drawn.
-    let samplingSeq = 0;
-    ["temperature", "top-k", "top-p"].forEach(id => $(id).addEventListener("input", async () => {
+    ["temperature", "top-k", "top-p"].forEach(id => $(id).addEventListener("input", () => {
       $("temperature-value").textContent = $("temperature").value;
       $("top-p-value").textContent = Number($("top-p").value) >= 1 ? "off" : $("top-p").value;
-      const mine = ++samplingSeq;
-      try { const st = await api("state", sampling()); if (mine === samplingSeq) renderState(st); }
-      catch (e) { showError(null, e); }
+      refreshTable();
     }));
     $("gen").addEventListener("click", generate);
     $("stop").addEventListener("click", stop);
@@ -439,7 +455,7 @@
     document.body.dataset.ready = "1";
     // For tests and the curious (browser console): the last payloads the page drew.
     window.LlamaStudioPage = {payloads: app.payloads, state: () => app.state, client,
-      firstTopk: () => app.firstTopk};
+      firstTopk: () => app.firstTopk, busy: () => inFlight || pendingText !== null};
   }
   start();
 })();
