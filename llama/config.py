@@ -22,6 +22,16 @@ class ConfigError(ValueError):
     """A configuration that cannot describe a model we can build."""
 
 
+# Llama 3's RoPE frequency scaling: the constants every released Llama 3.1+ model uses, and
+# the defaults wherever a file gives only the factor (Meta's params.json, llama.cpp's
+# rope_freqs tensor). Keys as rope_inv_freq takes them; ModelArgs' fields add "rope_".
+LLAMA3_ROPE_DEFAULTS: dict[str, float] = {
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_seq_len": 8192,
+}
+
+
 @dataclass(init=False)
 class ModelArgs:
     # --- Meta's params.json fields -------------------------------------------------
@@ -43,9 +53,9 @@ class ModelArgs:
     # between releases (8 for Llama 3.1, 32 for Llama 3.2 1B/3B). None = the rule in
     # `default_rope_scaling_factor` below; a loader that knows better passes it explicitly.
     rope_scaling_factor: float | None = None
-    rope_low_freq_factor: float = 1.0
-    rope_high_freq_factor: float = 4.0
-    rope_original_max_seq_len: int = 8192
+    rope_low_freq_factor: float = LLAMA3_ROPE_DEFAULTS["low_freq_factor"]
+    rope_high_freq_factor: float = LLAMA3_ROPE_DEFAULTS["high_freq_factor"]
+    rope_original_max_seq_len: int = int(LLAMA3_ROPE_DEFAULTS["original_max_seq_len"])
     max_seq_len: int = 4096  # longest sequence the KV cache and RoPE table serve
     tie_embeddings: bool = False  # output projection shares the token-embedding matrix
     attention_bias: bool = False  # Qwen2-style bias on wq, wk, wv (never on wo)
@@ -144,6 +154,18 @@ class ModelArgs:
                 "rope_original_max_seq_len must be positive",
             )
 
+    def rope_scaling(self) -> dict[str, float] | None:
+        """Llama 3 RoPE scaling as rope_inv_freq takes it (factor, low_freq_factor,
+        high_freq_factor, original_max_seq_len), or None without scaling."""
+        if not self.use_scaled_rope:
+            return None
+        return {
+            "factor": self.rope_scaling_factor,
+            "low_freq_factor": self.rope_low_freq_factor,
+            "high_freq_factor": self.rope_high_freq_factor,
+            "original_max_seq_len": self.rope_original_max_seq_len,
+        }
+
     def require_vocab_size(self) -> None:
         if self.vocab_size <= 0:
             raise ConfigError(
@@ -160,6 +182,11 @@ class ModelArgs:
     def from_hf_config(cls, config: dict[str, Any], **overrides: Any) -> "ModelArgs":
         """Build from a transformers config.json dict (llama, qwen2 or mistral)."""
         model_type = config.get("model_type")
+        if model_type == "gpt2":
+            raise ConfigError(
+                "model_type 'gpt2' is not supported by ModelArgs (a Llama config): GPT-2 has "
+                "its own, llama.gpt2.GPT2Config.from_hf_config (weights.load_model picks it)."
+            )
         if model_type not in ("llama", "qwen2", "mistral"):
             raise ConfigError(
                 f"model_type {model_type!r} is not supported: expected 'llama', 'qwen2' or "
@@ -207,23 +234,12 @@ class ModelArgs:
                     "sliding-window attention is not supported (full attention only)."
                 )
 
-        # transformers >= 5 writes rope_parameters (with rope_theta inside); older versions
-        # write rope_theta and rope_scaling at the top level.
-        rope = dict(get("rope_parameters") or {})
-        scaling = get("rope_scaling")
-        if scaling:
-            rope.update(scaling)
+        rope = hf_rope_parameters(config)
         rope_theta = rope.get("rope_theta", get("rope_theta", 10000.0))
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        rope_type = hf_rope_type(rope)
         rope_kwargs: dict[str, Any] = {}
         if rope_type == "llama3":
-            rope_kwargs = dict(
-                use_scaled_rope=True,
-                rope_scaling_factor=float(rope["factor"]),
-                rope_low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
-                rope_high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
-                rope_original_max_seq_len=int(rope.get("original_max_position_embeddings", 8192)),
-            )
+            rope_kwargs = llama3_rope_fields(rope)
         elif rope_type != "default":
             raise ConfigError(
                 f"rope type {rope_type!r} is not supported (only default and 'llama3')."
@@ -283,6 +299,39 @@ class ModelArgs:
         return cfg
 
 
+def hf_rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """The RoPE settings of a transformers config.json, wherever its version put them:
+    transformers >= 5 writes rope_parameters (with rope_theta inside); older versions
+    write rope_theta and rope_scaling at the top level."""
+    rope = dict(config.get("rope_parameters") or {})
+    rope.update(config.get("rope_scaling") or {})
+    return rope
+
+
+def hf_rope_type(rope: dict[str, Any]) -> str:
+    """"default", "llama3", ...: rope_type, or "type" as older configs spell it."""
+    return rope.get("rope_type", rope.get("type", "default"))
+
+
+def llama3_rope_fields(rope: dict[str, Any], require_factor: bool = True) -> dict[str, Any]:
+    """ModelArgs fields for a config's Llama 3 RoPE scaling (rope_type "llama3"): factor,
+    low/high_freq_factor and original_max_position_embeddings, with LLAMA3_ROPE_DEFAULTS
+    for the ones it leaves out. Without a factor: a ConfigError, or (require_factor=False)
+    no factor field, so the caller's rule decides it."""
+    if "factor" not in rope and require_factor:
+        raise ConfigError("rope_scaling of type 'llama3' needs a 'factor'")
+    fields: dict[str, Any] = {"use_scaled_rope": True}
+    if "factor" in rope:
+        fields["rope_scaling_factor"] = float(rope["factor"])
+    fields["rope_low_freq_factor"] = float(
+        rope.get("low_freq_factor", LLAMA3_ROPE_DEFAULTS["low_freq_factor"]))
+    fields["rope_high_freq_factor"] = float(
+        rope.get("high_freq_factor", LLAMA3_ROPE_DEFAULTS["high_freq_factor"]))
+    fields["rope_original_max_seq_len"] = int(
+        rope.get("original_max_position_embeddings", LLAMA3_ROPE_DEFAULTS["original_max_seq_len"]))
+    return fields
+
+
 def meta_ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -> int:
     """Meta's SwiGLU hidden size: 2/3 of 4*dim (so the three matrices cost what two 4*dim
     matrices would), optionally scaled, rounded up to a multiple of `multiple_of`.
@@ -305,4 +354,13 @@ def default_rope_scaling_factor(dim: int) -> float:
     return 32.0 if dim <= 3072 else 8.0
 
 
-__all__ = ["ModelArgs", "ConfigError", "meta_ffn_hidden_dim", "default_rope_scaling_factor"]
+__all__ = [
+    "ModelArgs",
+    "ConfigError",
+    "LLAMA3_ROPE_DEFAULTS",
+    "hf_rope_parameters",
+    "hf_rope_type",
+    "llama3_rope_fields",
+    "meta_ffn_hidden_dim",
+    "default_rope_scaling_factor",
+]

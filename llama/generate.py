@@ -18,10 +18,18 @@ Sampling draws from a `torch.Generator` seeded by the caller, so a seed reproduc
 same tokens exactly (on the same device and dtype). `CachedContext` keeps track of which
 token ids the model's KV cache holds, so a prompt that extends what was already run costs
 only the new tokens: the prompt is prefilled once, then each new token is one decode step.
+
+One model may serve several contexts (a server with one session per browser tab): the KV
+cache lives inside the model, so every context takes the model's lock (`model_lock`)
+around each forward pass, and notices when the model ran for someone else since its own
+last pass; it then prefills its own tokens again instead of trusting the cache.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -93,6 +101,19 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Te
     return torch.softmax(logits / temperature, dim=-1)
 
 
+def ranked(values: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(largest values, their indices) along the last axis, largest first; k=None: all.
+
+    A stable sort, so equal values keep index order: on a tie the lower token id ranks
+    first, the same on every run and device. Every top-k table in the project ranks
+    through this function (the REPL's, the plots', the logit lens').
+    """
+    sorted_v, order = torch.sort(values, dim=-1, descending=True, stable=True)  # (..., V)
+    if k is not None:
+        sorted_v, order = sorted_v[..., :k], order[..., :k]
+    return sorted_v, order
+
+
 def top_k_top_p_filter(
     probs: torch.Tensor, top_k: int | None = None, top_p: float | None = None
 ) -> torch.Tensor:
@@ -108,8 +129,7 @@ def top_k_top_p_filter(
     probs = _check_logits(probs)
     if top_k is None and (top_p is None or top_p >= 1):
         return probs
-    # A stable descending sort, so equal probabilities keep id order (deterministic).
-    sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # (..., V)
+    sorted_p, order = ranked(probs)  # (..., V), equal probabilities in id order
     keep_sorted = torch.ones_like(sorted_p, dtype=torch.bool)
     if top_k is not None:
         keep_sorted[..., top_k:] = False
@@ -123,6 +143,24 @@ def top_k_top_p_filter(
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # back to id order
     filtered = probs * keep
     return filtered / filtered.sum(-1, keepdim=True)
+
+
+def sampling_probs(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The distribution a token is drawn from: temperature, then top-k, then top-p.
+
+    (V,) or (B, V) -> same shape, float32, sums to 1. Temperature 0 puts all the mass on
+    the arg-max (greedy decoding picks it whatever the filters say).
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    probs = next_token_probs(logits, temperature)
+    if temperature == 0:
+        return probs
+    return top_k_top_p_filter(probs, top_k, top_p)
 
 
 def sample(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -164,8 +202,7 @@ def choose_token(
         raise GenerationError(f"choose_token needs logits of shape (V,), got {tuple(logits.shape)}")
     if temperature == 0:
         return int(logits.argmax())  # greedy: top_k/top_p cannot change the arg-max
-    probs = top_k_top_p_filter(next_token_probs(logits, temperature), top_k, top_p)
-    return int(sample(probs, generator))
+    return int(sample(sampling_probs(logits, temperature, top_k, top_p), generator))
 
 
 @dataclass(frozen=True)
@@ -175,20 +212,46 @@ class Candidate:
     rank: int  # 1 = most probable
     id: int
     prob: float  # under softmax(logits), temperature 1, no filtering
+    logit: float = math.nan
+    # The chance of being drawn under the sampling settings top_candidates was given
+    # (temperature, then top-k and top-p; 0 when filtered out); None when none were given.
+    sample_prob: float | None = None
 
 
-def top_candidates(logits: torch.Tensor, k: int = 10) -> list[Candidate]:
-    """The k most probable next tokens for logits (V,), best first (ties: lower id first)."""
+def top_candidates(
+    logits: torch.Tensor,
+    k: int = 10,
+    *,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> list[Candidate]:
+    """The k most probable next tokens for logits (V,), best first (ties: lower id first).
+
+    With a temperature (0 = greedy), each candidate also carries `sample_prob`, its chance
+    under the sampling distribution (sampling_probs) for those settings: the raw and the
+    sampled view of the same candidates, side by side.
+    """
     logits = _check_logits(logits)
     if logits.dim() != 1:
         raise GenerationError(f"top_candidates needs logits of shape (V,), got {tuple(logits.shape)}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise GenerationError(f"k must be an integer >= 1, got {k!r}")
     probs = next_token_probs(logits, 1.0)
-    sorted_p, order = torch.sort(probs, descending=True, stable=True)
-    k = min(k, probs.numel())
+    best, order = ranked(probs, min(k, probs.numel()))
+    sampled = None
+    if temperature is not None:
+        sampled = sampling_probs(logits, temperature, top_k, top_p)[order].tolist()
+    values = logits.float()[order].tolist()
     return [
-        Candidate(rank=r + 1, id=int(order[r]), prob=float(sorted_p[r])) for r in range(k)
+        Candidate(
+            rank=r + 1,
+            id=int(i),
+            prob=float(p),
+            logit=values[r],
+            sample_prob=None if sampled is None else float(sampled[r]),
+        )
+        for r, (p, i) in enumerate(zip(best.tolist(), order.tolist()))
     ]
 
 
@@ -207,6 +270,50 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+class _ModelUse:
+    """What every CachedContext over one model shares: its lock and a change counter."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        # Bumped by every forward pass (a pre-hook) and every cache reset made here. A
+        # context that saw the counter at n after its own pass knows, when it still reads
+        # n, that nobody else has touched the KV cache since.
+        self.changes = 0
+
+
+# Keyed by the model itself, weakly: nothing is stored on the model (it still pickles and
+# deep-copies as before), and the record goes when the model does.
+_USES: "weakref.WeakKeyDictionary[torch.nn.Module, _ModelUse]" = weakref.WeakKeyDictionary()
+_USES_LOCK = threading.Lock()
+
+
+def _count_forward(module: torch.nn.Module, args) -> None:
+    """Forward pre-hook: one more pass of this model (whoever ran it, however)."""
+    use = _USES.get(module)
+    if use is not None:  # a deep copy inherits the hook but has no record: nothing to do
+        use.changes += 1
+
+
+def _model_use(model: torch.nn.Module) -> _ModelUse:
+    with _USES_LOCK:
+        use = _USES.get(model)
+        if use is None:
+            use = _USES[model] = _ModelUse()
+            model.register_forward_pre_hook(_count_forward)
+        return use
+
+
+def model_lock(model: torch.nn.Module) -> threading.RLock:
+    """The lock to hold around any call of `model` while contexts share it.
+
+    The KV cache is state inside the model, so two threads running one model at the same
+    time would write into each other's cache. Every CachedContext (and llama.session's
+    Session) takes this lock around each forward pass; code of your own that runs a
+    shared model from another thread should take it too. It is re-entrant.
+    """
+    return _model_use(model).lock
+
+
 class CachedContext:
     """Which token ids the model's KV cache holds, so work is never done twice.
 
@@ -221,19 +328,33 @@ class CachedContext:
     record that is still true (a forward pass at start_pos never touches positions before
     start_pos).
 
-    Only this object should call the model while it is in use (batch size 1); after
-    running the model some other way, call `forget()`.
+    Sharing: several contexts may use one model (each forward pass holds model_lock). A
+    context notices when the model ran since its own last pass (another context, a
+    capture, any direct call) or its cache was reset, and then runs its ids again from
+    position 0 rather than trust keys and values that are now someone else's.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
+        self._use = _model_use(model)
         self.ids: list[int] = []  # ids whose keys/values are in the cache, in order
-        model.reset_cache()
+        self._seen = -1  # the change counter right after this context's last own pass
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._use.lock
+
+    def holds_cache(self) -> bool:
+        """True while the model's KV cache still holds this context's `ids`."""
+        return self._seen == self._use.changes and self.model.cache_length >= len(self.ids)
 
     def forget(self) -> None:
-        """The cache no longer matches `ids` (someone else ran the model): start afresh."""
-        self.ids = []
-        self.model.reset_cache()
+        """Empty the model's KV cache and the record of it: start afresh."""
+        with self._use.lock:
+            self.ids = []
+            self.model.reset_cache()
+            self._use.changes += 1  # other contexts' records are void now
+            self._seen = self._use.changes
 
     def rewind(self, n: int) -> None:
         """Keep only the first n cached tokens (the next call recomputes from there)."""
@@ -242,11 +363,14 @@ class CachedContext:
     @contextmanager
     def full_run(self, ids: Sequence[int]) -> Iterator[None]:
         """For code that runs the model itself on all of `ids` from position 0 (a capture
-        for a plot, say): afterwards the cache holds exactly `ids`. If that code fails or
-        is interrupted, the record says "nothing cached", which is always true."""
-        self.ids = []
-        yield
-        self.ids = [int(i) for i in ids]
+        for a plot, say), holding the model's lock throughout: afterwards the cache holds
+        exactly `ids`. If that code fails or is interrupted, the record says "nothing
+        cached", which is always true."""
+        with self._use.lock:
+            self.ids = []
+            yield
+            self.ids = [int(i) for i in ids]
+            self._seen = self._use.changes
 
     @property
     def max_len(self) -> int:
@@ -262,18 +386,29 @@ class CachedContext:
                 f"{len(ids)} tokens do not fit the model's context of {self.max_len} tokens: "
                 "shorten the text"
             )
-        # Reuse the common prefix, but always run at least the last token: its logits are
-        # what we want, and the cache holds keys and values, not logits. The usual case,
-        # ids extending what is cached (generation), is one list comparison in C.
-        cached = len(self.ids)
-        shared = cached if ids[:cached] == self.ids else common_prefix_length(self.ids, ids)
-        start = min(shared, len(ids) - 1)
-        self.ids = self.ids[:start]  # valid whatever happens below
-        device = self.model.tok_embeddings.weight.device
-        new = torch.tensor([ids[start:]], dtype=torch.long, device=device)  # (1, T)
-        with torch.no_grad():
-            logits = self.model(new, start_pos=start, last_only=True)  # (1, 1, V)
-        self.ids = ids
+        use = self._use
+        with use.lock:
+            if not self.holds_cache():
+                self.ids = []  # the model ran for someone else: our keys may be gone
+            # Reuse the common prefix, but always run at least the last token: its logits
+            # are what we want, and the cache holds keys and values, not logits. The usual
+            # case, ids extending what is cached (generation), is one list comparison in C.
+            cached = len(self.ids)
+            shared = cached if ids[:cached] == self.ids else common_prefix_length(self.ids, ids)
+            start = min(shared, len(ids) - 1)
+            self.ids = self.ids[:start]  # valid whatever happens below
+            device = self.model.tok_embeddings.weight.device
+            new = torch.tensor([ids[start:]], dtype=torch.long, device=device)  # (1, T)
+            before = use.changes
+            try:
+                with torch.no_grad():
+                    logits = self.model(new, start_pos=start, last_only=True)  # (1, 1, V)
+            finally:
+                # Only our own pass ran (we hold the lock): positions before `start` are
+                # still ours, even if the pass was interrupted.
+                if use.changes == before + 1:
+                    self._seen = use.changes
+            self.ids = ids
         return logits[0, -1]  # (V,)
 
 
@@ -321,9 +456,10 @@ def generate(
     stop_ids: generation ends after yielding one of these (default: the tokenizer's
         stop_ids; none without a tokenizer). The stop token is yielded with is_stop=True
         and empty text.
-    context: a CachedContext to reuse, e.g. the REPL's; by default a fresh one (the
-        model's cache is reset). The prompt is prefilled once, then each new token is a
-        single decode step through the KV cache. Generation also ends when the model's
+    context: a CachedContext to reuse, e.g. a Session's; by default a fresh one (the
+        prompt runs from position 0). The prompt is prefilled once, then each new token is
+        a single decode step through the KV cache, each under the model's lock, so other
+        contexts on the same model can run between the steps. Generation also ends when the model's
         context (max_seq_len) is full.
 
     Text is decoded incrementally with the tokenizer's stream decoder, so a character split
@@ -385,9 +521,12 @@ __all__ = [
     "sample",
     "make_generator",
     "choose_token",
+    "ranked",
+    "sampling_probs",
     "Candidate",
     "top_candidates",
     "common_prefix_length",
+    "model_lock",
     "CachedContext",
     "GeneratedToken",
     "generate",

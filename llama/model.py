@@ -18,39 +18,25 @@ Shape legend used in the comments:
 
 Hook points ("taps"): every intermediate passes through `self.tap(name, value)`, which
 returns the value untouched unless llama.hooks has installed a hook on that module. The
-full name of a tap is the module's path plus the local name, e.g. `layers.3.attention.probs`;
-`Transformer.hook_names()` lists them all. With no hook installed a tap costs one
-attribute test.
+full name of a tap is the module's path plus the local name, e.g. `layers.3.attention.probs`.
+Each class lists its taps in forward order (`tap_points`, or `tap_order` where it has
+tappable children; see llama/taps.py); `model.hook_names()` expands them into every name.
+With no hook installed a tap costs one attribute test.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Mapping, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError, ModelArgs
+from .taps import Child, Tappable
 
-
-class Tappable(nn.Module):
-    """A module whose intermediates can be observed or replaced by llama.hooks."""
-
-    # Local names of this module's hook points, in the order forward computes them.
-    tap_points: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Set by llama.hooks while a capture or intervention is active: (local_name, value)
-        # -> value. None means "no hooks here", the normal fast case.
-        self._tap_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None
-
-    def tap(self, name: str, value: torch.Tensor) -> torch.Tensor:
-        if self._tap_fn is None:
-            return value
-        return self._tap_fn(name, value)
+V = TypeVar("V")
 
 
 class RMSNorm(nn.Module):
@@ -323,7 +309,9 @@ class FeedForward(Tappable):
 class TransformerBlock(Tappable):
     """x + attention(norm(x)), then h + feed_forward(norm(h)): pre-norm residual block."""
 
-    tap_points = ("attention_norm", "resid_mid", "ffn_norm", "resid_post")
+    # Hook points in forward order; a Child stands for all of that submodule's points.
+    tap_order = ("attention_norm", Child("attention", Attention), "resid_mid",
+                 "ffn_norm", Child("feed_forward", FeedForward), "resid_post")
 
     def __init__(self, layer_id: int, args: ModelArgs) -> None:
         super().__init__()
@@ -349,7 +337,11 @@ class TransformerBlock(Tappable):
 class Transformer(Tappable):
     """Token ids (B, T) -> float32 next-token logits (B, T, V)."""
 
-    tap_points = ("tok_embeddings", "norm", "logits")
+    family = "llama"  # recorded in capture files (llama/taps.py: how a model family plugs in)
+    # Hook points in forward order: the embeddings, every block's (layers.0 .. layers.N-1),
+    # the final norm, the logits. model.hook_names() lists them all.
+    tap_order = ("tok_embeddings", Child("layers", TransformerBlock, per_layer=True),
+                 "norm", "logits")
 
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -362,21 +354,16 @@ class Transformer(Tappable):
         if args.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight  # one matrix, two uses
         # Derived from args, so not saved (persistent=False) and rebuilt by _apply below.
-        self.register_buffer("freqs_cis", self._build_freqs_cis(None), persistent=False)
+        self.register_buffer("freqs_cis", self.build_freqs_cis(None), persistent=False)
 
     # -- RoPE table ---------------------------------------------------------------
     def rope_scaling(self) -> dict[str, float] | None:
-        a = self.args
-        if not a.use_scaled_rope:
-            return None
-        return {
-            "factor": a.rope_scaling_factor,
-            "low_freq_factor": a.rope_low_freq_factor,
-            "high_freq_factor": a.rope_high_freq_factor,
-            "original_max_seq_len": a.rope_original_max_seq_len,
-        }
+        """Llama 3 frequency scaling as rope_inv_freq takes it, or None (ModelArgs says)."""
+        return self.args.rope_scaling()
 
-    def _build_freqs_cis(self, device: torch.device | None) -> torch.Tensor:
+    def build_freqs_cis(self, device: torch.device | None) -> torch.Tensor:
+        """This model's RoPE table (max_seq_len, Hd/2) on `device`: the one recipe that
+        __init__, .to() and the checkpoint loader (after a meta-device build) all use."""
         a = self.args
         return precompute_freqs_cis(
             a.head_dim, a.max_seq_len, a.rope_theta, self.rope_scaling(), device=device
@@ -389,7 +376,7 @@ class Transformer(Tappable):
         self._buffers.pop("freqs_cis", None)
         super()._apply(fn, recurse)
         device = self.tok_embeddings.weight.device
-        self.register_buffer("freqs_cis", self._build_freqs_cis(device), persistent=False)
+        self.register_buffer("freqs_cis", self.build_freqs_cis(device), persistent=False)
         return self
 
     # -- the forward pass ---------------------------------------------------------
@@ -415,42 +402,8 @@ class Transformer(Tappable):
         return self.tap("logits", logits)
 
     def _check_input(self, tokens: torch.Tensor, start_pos: int) -> None:
-        """Turn the mistakes users make into messages instead of deep torch errors."""
-        if not isinstance(tokens, torch.Tensor):
-            raise TypeError(
-                f"tokens must be a torch.Tensor of token ids with shape (batch, seq), got "
-                f"{type(tokens).__name__}; e.g. model(torch.tensor([ids]))"
-            )
-        if tokens.dim() != 2:
-            raise ValueError(
-                f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}; "
-                "wrap a single sequence as tokens[None] or torch.tensor([ids])"
-            )
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"tokens must be integer ids (int64), got dtype {tokens.dtype}")
-        if tokens.shape[1] == 0:
-            raise ValueError("tokens is empty: give at least one token id")
-        if not isinstance(start_pos, int) or start_pos < 0:
-            raise ValueError(f"start_pos must be a non-negative int, got {start_pos!r}")
-        end = start_pos + tokens.shape[1]
-        if end > self.args.max_seq_len:
-            raise ValueError(
-                f"sequence of {end} tokens exceeds the model's max_seq_len "
-                f"{self.args.max_seq_len}: shorten the prompt (or build with a larger "
-                "max_seq_len if the model supports it)"
-            )
-        weight = self.tok_embeddings.weight
-        if tokens.device != weight.device:
-            raise ValueError(
-                f"tokens are on {tokens.device} but the model is on {weight.device}: "
-                f"move them with tokens.to('{weight.device}')"
-            )
-        lo, hi = torch.aminmax(tokens)
-        if int(lo) < 0 or int(hi) >= self.args.vocab_size:
-            raise ValueError(
-                f"token ids must lie in [0, {self.args.vocab_size}), got min {int(lo)} and "
-                f"max {int(hi)}: was the text encoded with this model's tokenizer?"
-            )
+        a = self.args
+        check_tokens(tokens, start_pos, a.max_seq_len, a.vocab_size, self.tok_embeddings.weight.device)
 
     # -- helpers ------------------------------------------------------------------
     def reset_cache(self) -> None:
@@ -470,20 +423,6 @@ class Transformer(Tappable):
         for layer in self.layers:
             layer.attention.impl = impl
 
-    def hook_names(self) -> list[str]:
-        """Every hook point, in the order forward computes them."""
-        names = [f"{self.tap_points[0]}"]
-        for i, layer in enumerate(self.layers):
-            p = f"layers.{i}"
-            names.append(f"{p}.attention_norm")
-            names += [f"{p}.attention.{n}" for n in layer.attention.tap_points]
-            names.append(f"{p}.resid_mid")
-            names.append(f"{p}.ffn_norm")
-            names += [f"{p}.feed_forward.{n}" for n in layer.feed_forward.tap_points]
-            names.append(f"{p}.resid_post")
-        names += ["norm", "logits"]
-        return names
-
     def num_params(self) -> int:
         """Parameters, counting a tied embedding/output matrix once."""
         return sum(p.numel() for p in self.parameters())  # parameters() de-duplicates
@@ -495,7 +434,7 @@ class Transformer(Tappable):
         With tied embeddings, a checkpoint without `output.weight` uses the embedding for
         both, and after loading the two names point at one parameter again.
         """
-        state_dict = {k: v for k, v in state_dict.items() if k != "rope.freqs"}
+        state_dict = without_stored_rope_table(state_dict)
         tied = self.args.tie_embeddings
         if tied and "output.weight" not in state_dict and "tok_embeddings.weight" in state_dict:
             state_dict["output.weight"] = state_dict["tok_embeddings.weight"]
@@ -510,6 +449,65 @@ class Transformer(Tappable):
         if tied:
             self.output.weight = self.tok_embeddings.weight
         return result
+
+
+def check_tokens(
+    tokens: torch.Tensor,
+    start_pos: int,
+    max_seq_len: int,
+    vocab_size: int,
+    device: torch.device,
+    too_long_hint: str = "shorten the prompt (or build with a larger max_seq_len if the model supports it)",
+) -> None:
+    """Turn the mistakes users make into messages instead of deep torch errors.
+
+    Every model family here (this Transformer, llama.gpt2.GPT2) calls it first in forward,
+    so a bad input gets the same message whichever model it was given to.
+    too_long_hint: what to do about a sequence longer than max_seq_len (GPT-2's learned
+    positions cannot be extended, RoPE's can).
+    """
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(
+            f"tokens must be a torch.Tensor of token ids with shape (batch, seq), got "
+            f"{type(tokens).__name__}; e.g. model(torch.tensor([ids]))"
+        )
+    if tokens.dim() != 2:
+        raise ValueError(
+            f"tokens must have shape (batch, seq), got {tuple(tokens.shape)}; "
+            "wrap a single sequence as tokens[None] or torch.tensor([ids])"
+        )
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"tokens must be integer ids (int64), got dtype {tokens.dtype}")
+    if tokens.shape[1] == 0:
+        raise ValueError("tokens is empty: give at least one token id")
+    if not isinstance(start_pos, int) or start_pos < 0:
+        raise ValueError(f"start_pos must be a non-negative int, got {start_pos!r}")
+    end = start_pos + tokens.shape[1]
+    if end > max_seq_len:
+        raise ValueError(
+            f"sequence of {end} tokens exceeds the model's max_seq_len {max_seq_len}: {too_long_hint}"
+        )
+    if tokens.device != device:
+        raise ValueError(
+            f"tokens are on {tokens.device} but the model is on {device}: "
+            f"move them with tokens.to('{device}')"
+        )
+    lo, hi = torch.aminmax(tokens)
+    if int(lo) < 0 or int(hi) >= vocab_size:
+        raise ValueError(
+            f"token ids must lie in [0, {vocab_size}), got min {int(lo)} and "
+            f"max {int(hi)}: was the text encoded with this model's tokenizer?"
+        )
+
+
+# Meta's Llama 2 checkpoints store their RoPE table under this name; the model computes its
+# own (freqs_cis), so every reader of a Meta state dict drops it.
+STORED_ROPE_TABLE = "rope.freqs"
+
+
+def without_stored_rope_table(state: Mapping[str, V]) -> dict[str, V]:
+    """A state dict (or {name: shape}) without Meta's stored RoPE table."""
+    return {k: v for k, v in state.items() if k != STORED_ROPE_TABLE}
 
 
 def causal_mask(
@@ -528,6 +526,7 @@ def causal_mask(
 
 __all__ = [
     "ModelArgs",
+    "Tappable",
     "RMSNorm",
     "rope_inv_freq",
     "precompute_freqs_cis",
@@ -539,4 +538,7 @@ __all__ = [
     "TransformerBlock",
     "Transformer",
     "causal_mask",
+    "check_tokens",
+    "STORED_ROPE_TABLE",
+    "without_stored_rope_table",
 ]

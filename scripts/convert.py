@@ -19,6 +19,8 @@ import argparse
 import re
 import sys
 
+from llama.dtypes import DTYPE_NAMES
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
 
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="checkpoint to read: Meta folder, HF folder, or GGUF file")
     p.add_argument("out", help="folder to write (must not exist unless --force)")
     p.add_argument("--to", required=True, choices=["meta", "hf"], help="format to write")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
                    help="dtype of the written tensors (default: the source's own)")
     p.add_argument("--shards", type=int, default=1, help="Meta output: number of model-parallel files")
     p.add_argument("--max-shard-size", type=parse_size, default=None,

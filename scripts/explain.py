@@ -4,9 +4,9 @@
     llama-explain "Cricket is a" --layer 3 --layer 29 --head 4 --pair 10
     llama-explain "Cricket is a" --layer all --model path/to/checkpoint
 
-Each stage prints the file:line of llama/model.py that computes it (found from the source
-itself, so it never goes stale): set a breakpoint there to watch the same tensor in a
-debugger (see docs/WALKTHROUGH.md).
+Each stage prints the file:line of llama/model.py (llama/gpt2.py for a GPT-2 checkpoint)
+that computes it (found from the source itself, so it never goes stale): set a breakpoint
+there to watch the same tensor in a debugger (see docs/WALKTHROUGH.md).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llama.dtypes import DTYPE_NAMES
 from llama.explain import ExplainError, render, walkthrough
 
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print each stage of one forward pass (tokenization, embedding, RMSNorm, "
         "q/k/v, RoPE, scores, causal mask, softmax, weighted sum, output projection, "
         "residuals, SwiGLU, final norm, logits, top-5) with the prompt's real tensors and "
-        "the llama/model.py line that computes each.",
+        "the llama/model.py line that computes each (GPT-2: its own stages and llama/gpt2.py).",
     )
     p.add_argument("prompt", help='the text to run, e.g. "Cricket is a"')
     p.add_argument(
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query head whose q, scores, probabilities and output are shown (default 0)")
     p.add_argument("--pair", type=int, default=0,
                    help="RoPE dimension pair j (dims 2j, 2j+1 of each head) whose angles are "
-                   "shown; 0 turns fastest (default 0)")
+                   "shown; 0 turns fastest (default 0; GPT-2 has no RoPE)")
     p.add_argument("--token", type=int, default=-1,
                    help="token position whose vectors are shown and whose next token is "
                    "predicted (default -1, the last)")
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=6,
                    help="tokens shown in the score/probability matrices, ending at --token "
                    "(default 6)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="weights' dtype (default float32; values are printed in float32)")
     return p
 

@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from llama.analysis import AnalysisError
 from llama.config import ConfigError
-from llama.plots import PlotError, save_figure
+from llama.plots import save_figure
 
 from .plot import CLIError, build_parser, load_source, render
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         src = load_source(build_parser().parse_args(["lens", *base]), need_model=True)
         print(f"loaded {src.name} in {time.perf_counter() - start:.1f}s; prompt has "
-              f"{len(src.token_ids)} tokens")
+              f"{len(src.ids)} tokens")
         for file_name, kind, extra in entries:
             opts = build_parser().parse_args([kind, *base, *extra])
             t0 = time.perf_counter()
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 shrink_png(path)
             print(f"  {path}  ({path.stat().st_size / 1024:.0f} KiB, "
                   f"{time.perf_counter() - t0:.1f}s)")
-    except (CLIError, PlotError, ConfigError, ValueError, OSError) as e:
+    except (CLIError, AnalysisError, ConfigError, ValueError, OSError) as e:
         print(f"gallery: error: {e}", file=sys.stderr)
         return 2
     return 0

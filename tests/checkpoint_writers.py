@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from llama.config import ModelArgs
-from weights.convert import hf_to_meta_state_dict, hf_to_meta_tensor
+from weights.hf_layout import hf_to_meta_state_dict, hf_to_meta_tensor
 
 ATOL_F32 = 1e-4
 
@@ -117,7 +117,7 @@ def write_gguf(hf_model, path: Path, qtype: str = "F32", rope_freqs: bool = Fals
     w.add_rope_freq_base(args.rope_theta)
     w.add_rope_dimension_count(args.head_dim)
     w.add_vocab_size(cfg.vocab_size)
-    w.add_file_type({"F32": 0, "F16": 1, "Q8_0": 7}[qtype])
+    w.add_file_type({"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K": 15}[qtype])
     # A byte-level vocabulary, so tools that read the tokenizer find one.
     tokens = [f"<t{i}>" for i in range(cfg.vocab_size)]
     w.add_tokenizer_model("gpt2")
@@ -154,15 +154,17 @@ def write_gguf(hf_model, path: Path, qtype: str = "F32", rope_freqs: bool = Fals
         else:
             raise AssertionError(hf_name)
         data = t.numpy()
-        block = gguf.GGML_QUANT_SIZES[Q.Q8_0][0]
+        block = gguf.GGML_QUANT_SIZES[Q[qtype]][0]
         if data.ndim == 1 or qtype == "F32":
             w.add_tensor(name, data.astype(np.float32))
         elif qtype == "F16":
             w.add_tensor(name, data.astype(np.float16))
         elif data.shape[-1] % block:  # llama.cpp keeps rows that do not split into blocks
             w.add_tensor(name, data.astype(np.float16))
+        elif qtype == "Q4_K":  # the gguf package cannot quantize to Q4_K: quantize_q4_k does
+            w.add_tensor(name, quantize_q4_k(data), raw_dtype=Q.Q4_K)
         else:
-            w.add_tensor(name, gguf.quants.quantize(data, Q.Q8_0), raw_dtype=Q.Q8_0)
+            w.add_tensor(name, gguf.quants.quantize(data, Q[qtype]), raw_dtype=Q[qtype])
     if rope_freqs:
         # llama.cpp stores Llama 3.1 RoPE scaling as one divisor per frequency.
         from llama.model import rope_inv_freq
@@ -177,6 +179,31 @@ def write_gguf(hf_model, path: Path, qtype: str = "F32", rope_freqs: bool = Fals
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def quantize_q4_k(data: np.ndarray) -> np.ndarray:
+    """(rows, cols) float -> llama.cpp's Q4_K bytes (rows, cols / 256 * 144), simply: per
+    group of 32 its min..max in 15 steps, the groups' scales and mins as 6-bit multiples of
+    one float16 d and dmin per 256 values. (Tests check it with gguf's own dequantize.)"""
+    rows, cols = data.shape
+    g = data.astype(np.float32).reshape(-1, 8, 32)  # (blocks of 256, 8 groups, 32)
+    lo = np.minimum(g.min(-1), 0)  # w = a q - b with b >= 0
+    a = (g.max(-1) - lo) / 15  # (blocks, 8)
+    d = (a.max(-1) / 63).astype(np.float16)
+    dmin = ((-lo).max(-1) / 63).astype(np.float16)
+    d32, dmin32 = np.maximum(d.astype(np.float32), 1e-12), np.maximum(dmin.astype(np.float32), 1e-12)
+    sc = np.clip(np.round(a / d32[:, None]), 0, 63).astype(np.uint8)
+    mn = np.clip(np.round(-lo / dmin32[:, None]), 0, 63).astype(np.uint8)
+    step = np.maximum(d32[:, None] * sc, 1e-12)
+    q = np.clip(np.round((g + dmin32[:, None, None] * mn[..., None]) / step[..., None]), 0, 15).astype(np.uint8)
+    s = np.zeros((g.shape[0], 12), dtype=np.uint8)  # groups 0-3 in bytes 0-7, 4-7 spread
+    s[:, 0:4] = (sc[:, 0:4] & 63) | ((sc[:, 4:8] >> 4) << 6)
+    s[:, 4:8] = (mn[:, 0:4] & 63) | ((mn[:, 4:8] >> 4) << 6)
+    s[:, 8:12] = (sc[:, 4:8] & 15) | ((mn[:, 4:8] & 15) << 4)
+    runs = q.reshape(-1, 4, 2, 32)  # 4 runs of 32 bytes: low nibbles group 2r, high 2r + 1
+    qs = (runs[:, :, 0] | (runs[:, :, 1] << 4)).reshape(-1, 128)
+    out = np.concatenate([d.view(np.uint8).reshape(-1, 2), dmin.view(np.uint8).reshape(-1, 2), s, qs], axis=1)
+    return out.reshape(rows, cols // 256 * 144)
 
 
 def hf_from_gguf(path: Path):

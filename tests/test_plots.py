@@ -1,4 +1,5 @@
-"""llama.plots: the numbers behind every plot, and every kind renders to a real image.
+"""llama.analysis and llama.plots: the numbers behind every plot, and every kind renders
+to a real image.
 
 A tiny random Transformer (2 layers, GQA 4:2, tied embeddings) stands in for a model; its
 intermediates come from llama.hooks. The numbers are checked against independent
@@ -17,8 +18,7 @@ import torch
 
 from llama.config import ModelArgs
 from llama.model import Transformer, rope_inv_freq
-from llama.plots import (
-    PlotError,
+from llama.analysis import (
     activation_stats,
     attention_maps,
     first_token_share,
@@ -29,6 +29,17 @@ from llama.plots import (
     pca,
     pca_stages,
     plain_tokens,
+    rope_table,
+    run_and_capture,
+    saliency,
+    summary_text,
+    tensor_stats,
+    top_k,
+)
+from llama.analysis import params as params_module
+from llama.analysis.summary import param_counts_from_args
+from llama.plots import (
+    PlotError,
     plot_activations,
     plot_architecture,
     plot_attention_grid,
@@ -43,16 +54,8 @@ from llama.plots import (
     plot_tokens,
     plot_topk,
     readable_token,
-    rope_table,
-    run_and_capture,
-    saliency,
     save_figure,
-    summary_text,
-    tensor_stats,
-    top_k,
 )
-from llama.plots import params as params_module
-from llama.plots.summary import param_counts_from_args
 
 T = 9  # prompt length of the tiny runs
 
@@ -306,7 +309,7 @@ def test_summary_counts_and_memory():
     assert "key/value heads" in text and f"{s.total_params:,}" in text
     # From the configuration alone (an export) the counts are the same.
     assert model_summary(a).total_params == s.total_params
-    with pytest.raises(TypeError, match="Transformer or a ModelArgs"):
+    with pytest.raises(TypeError, match="needs a model .*Transformer.* or its configuration"):
         model_summary("not a model")
 
 

@@ -1,6 +1,7 @@
-"""The REPL's Session in-process: a tiny random model with SmolLM2's real tokenizer, so
-every command, the KV-cache bookkeeping and Ctrl-C handling are checked in seconds.
-(tests/test_repl.py drives the real command through a terminal and a pipe.)"""
+"""The REPL in-process (scripts.repl.Repl over a llama.session.Session): a tiny random
+model with SmolLM2's real tokenizer, so every command, the KV-cache bookkeeping and Ctrl-C
+handling are checked in seconds. (tests/test_repl.py drives the real command through a
+terminal and a pipe; tests/test_session.py drives the Session with no terminal at all.)"""
 
 import io
 import re
@@ -12,7 +13,8 @@ from llama.config import ModelArgs
 from llama.generate import top_candidates
 from llama.model import Transformer
 from real_models import SMOLLM2_GGUF, needs_smollm2
-from scripts.repl import Session, Settings, bar
+from llama.session import Settings
+from scripts.repl import Repl as Session, bar
 
 
 GGUF = SMOLLM2_GGUF

@@ -251,9 +251,9 @@ def test_default_model_missing_says_how_to_install(monkeypatch):
 
 def test_config_errors_name_the_file(hf_dir):
     config = json.loads((hf_dir / "config.json").read_text())
-    config["model_type"] = "gpt2"
+    config["model_type"] = "bert"  # (gpt2 has its own model: tests/test_gpt2_weights.py)
     (hf_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'gpt2' is not supported"):
+    with pytest.raises(CheckpointError, match=r"config\.json: model_type 'bert' is not supported"):
         load_model(hf_dir)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from llama.config import ModelArgs
 from llama.model import Transformer
-from weights.convert import hf_to_meta_state_dict
+from weights.hf_layout import hf_to_meta_state_dict
 
 # Scaled-down configurations: the same ratios and switches as the real models.
 TINY_CONFIGS = {
@@ -110,7 +110,7 @@ def tiny_hf_model(kind: str, seed: int = 0, **overrides):
 
 
 def ours_from_hf(hf_model) -> Transformer:
-    """Our Transformer with the weights of a transformers model (through weights.convert)."""
+    """Our Transformer with the weights of a transformers model (through weights.hf_layout)."""
     args = ModelArgs.from_hf_config(hf_model.config.to_dict())
     model = Transformer(args)
     state = hf_to_meta_state_dict(dict(hf_model.state_dict()), args)

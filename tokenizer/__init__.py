@@ -10,9 +10,12 @@ What ``path`` may be, and how the kind is recognised (by content, never by file 
     GGUF (starts with b"GGUF", any name,      tokenizer.ggml.model "llama" -> SentencePiece
       e.g. an Ollama blob)                    tokenizer.ggml.model "gpt2"  -> byte-level BPE
     JSON with a "model" entry                 Hugging Face tokenizer.json (byte-level BPE)
+    JSON of token -> id, or "#version" text   GPT-2's vocab.json / merges.txt (the pair,
+                                              found beside each other; byte-level BPE)
     lines "<base64> <rank>"                   Meta's Llama 3 tokenizer.model (tiktoken)
     a SentencePiece protobuf                  Llama 2's tokenizer.model
-    a folder                                  the tokenizer.json / tokenizer.model / GGUF in it
+    a folder                                  the tokenizer.json / vocab.json + merges.txt /
+                                              tokenizer.model / GGUF in it
                                               (or the tokenizer.model one level up, where
                                               Meta's downloads put Llama 2's)
 
@@ -26,8 +29,9 @@ import json
 import os
 from pathlib import Path
 
-from .base import StreamDecoder, Tokenizer, TokenIdError, TokenizerError, TokenizerTypeError
-from .gguf_meta import is_gguf, read_gguf_metadata
+from .base import StreamDecoder, Tokenizer
+from .errors import TokenIdError, TokenizerError, TokenizerTypeError
+from .gguf_container import gguf_files_in, read_gguf_metadata, starts_like_gguf
 
 __all__ = [
     "load_tokenizer",
@@ -62,10 +66,15 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
 def _load_file(p: Path) -> Tokenizer:
     with open(p, "rb") as f:
         head = f.read(4096)
-    if head[:4] == b"GGUF":
+    if starts_like_gguf(head):
         return _load_gguf(p)
     if head.lstrip()[:1] == b"{":
         return _load_json(p)
+
+    from .vocab_merges import from_vocab_merges, looks_like_merges, partner
+
+    if looks_like_merges(head):  # GPT-2's merges.txt: its vocab.json sits beside it
+        return from_vocab_merges(partner(p), p)
 
     from .tiktoken_tok import from_llama3_model, looks_like_tiktoken_ranks
 
@@ -101,6 +110,10 @@ def _load_json(p: Path) -> Tokenizer:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise TokenizerError(f"{p}: starts like JSON but cannot be parsed ({e})") from None
+    from .vocab_merges import from_vocab_merges, looks_like_vocab, partner
+
+    if looks_like_vocab(data):  # GPT-2's vocab.json: its merges.txt sits beside it
+        return from_vocab_merges(p, partner(p))
     if not isinstance(data, dict) or "model" not in data:
         hint = ""
         if isinstance(data, dict) and ({"dim", "n_layers"} <= data.keys() or "architectures" in data):
@@ -155,6 +168,7 @@ def _load_from_folder(folder: Path) -> Tokenizer:
     # next to the model folder in Meta's download).
     candidates = [
         folder / "tokenizer.json",
+        folder / "vocab.json",  # GPT-2's vocab.json + merges.txt
         folder / "tokenizer.model",
         folder / "original" / "tokenizer.model",
     ]
@@ -163,7 +177,7 @@ def _load_from_folder(folder: Path) -> Tokenizer:
             return tok
 
     # A GGUF anywhere in the folder, recognised by its magic bytes whatever its name.
-    ggufs = sorted(c for c in folder.iterdir() if c.is_file() and is_gguf(c))
+    ggufs = gguf_files_in(folder)
     if len(ggufs) == 1:
         return _load_gguf(ggufs[0])
     if len(ggufs) > 1:
@@ -178,6 +192,6 @@ def _load_from_folder(folder: Path) -> Tokenizer:
 
     detail = ("\n  " + "\n  ".join(tried)) if tried else ""
     raise TokenizerError(
-        f"{folder}: no usable tokenizer found (looked for tokenizer.json, tokenizer.model, "
+        f"{folder}: no usable tokenizer found (looked for tokenizer.json, vocab.json + merges.txt, tokenizer.model, "
         f"original/tokenizer.model, a GGUF file, and ../tokenizer.model next to params.json).{detail}"
     )

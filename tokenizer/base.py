@@ -33,6 +33,10 @@ import operator
 import re
 from typing import Iterable
 
+from .chat import render_chat
+# TokenizerError is re-exported: the concrete tokenizers raise it next to Tokenizer.
+from .errors import TokenIdError, TokenizerError, TokenizerTypeError  # noqa: F401
+
 
 def _hex_bytes(err: UnicodeDecodeError):
     """Codec error handler: show undecodable bytes as <0xNN> (SentencePiece's spelling)."""
@@ -42,18 +46,6 @@ def _hex_bytes(err: UnicodeDecodeError):
 
 _HEX_BYTES = "llama_from_scratch_hex_bytes"
 codecs.register_error(_HEX_BYTES, _hex_bytes)
-
-
-class TokenizerError(ValueError):
-    """Bad input to a tokenizer (a ValueError, so callers can catch either)."""
-
-
-class TokenizerTypeError(TypeError, ValueError):
-    """Input of the wrong type; both a TypeError and a ValueError, whichever you catch."""
-
-
-class TokenIdError(IndexError, ValueError):
-    """An id outside the vocabulary; both an IndexError and a ValueError."""
 
 
 def clean_surrogates(text: str) -> str:
@@ -234,11 +226,13 @@ class Tokenizer:
         (i,) = self._check_ids([i])
         raw = self._token_bytes(i) if not self._is_special(i) else None
         if raw is None:
-            return self._special_name(i)
+            return self.special_name(i)
         # Whole characters as text, stray bytes of a split character as <0xNN>.
         return raw.decode("utf-8", errors=_HEX_BYTES)
 
-    def _special_name(self, i: int) -> str:
+    def special_name(self, i: int) -> str:
+        """How a special token is written in text ("<|eot_id|>", "<s>"): what a chat
+        template calls bos_token / eos_token, and what id_to_piece shows for it."""
         return self._token_bytes(i).decode("utf-8", errors="replace")
 
     def pieces(self, ids) -> list[str]:
@@ -261,8 +255,6 @@ class Tokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The prompt text for a conversation; encode it with ``encode_chat`` (or
         ``encode(text, bos=False, allow_special=True)``: the text already holds BOS)."""
-        from .chat import render_chat
-
         return render_chat(self, messages, add_generation_prompt)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
@@ -314,3 +306,5 @@ class StreamDecoder:
         """Whatever is left (an incomplete character at the very end becomes U+FFFD)."""
         return self._utf8.decode(b"", final=True)
 
+
+__all__ = ["Tokenizer", "StreamDecoder", "clean_surrogates", "TokenizerError", "TokenizerTypeError", "TokenIdError"]

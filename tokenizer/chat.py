@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from .base import TokenizerError
+from .errors import TokenizerError
 
 
 def _check_messages(messages) -> list[dict]:
@@ -121,7 +121,7 @@ def render_chat(tok, messages, add_generation_prompt: bool = True) -> str:
                 ) from None
         else:
             def name(i):
-                return tok._special_name(i) if i is not None else ""
+                return tok.special_name(i) if i is not None else ""
 
             return render_jinja(
                 tok.chat_template,

@@ -19,7 +19,8 @@ import re
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from .base import Tokenizer, TokenizerError
+from .base import Tokenizer
+from .errors import TokenizerError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -90,7 +91,7 @@ class SentencePieceTokenizer(Tokenizer):
     def _is_special(self, i: int) -> bool:
         return self._types[i] in (CONTROL, UNKNOWN, UNUSED)
 
-    def _special_name(self, i: int) -> str:
+    def special_name(self, i: int) -> str:
         return self._pieces[i]
 
     def _strip_leading(self, i: int, raw: bytes) -> bytes:

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 
-from .base import Tokenizer, TokenizerError
+from .base import Tokenizer
+from .errors import TokenizerError
 
 # --------------------------------------------------------------------------------------
 # Split regexes (facts about each model family, written in the regex dialect of tiktoken
@@ -272,7 +273,7 @@ class TiktokenTokenizer(Tokenizer):
     def _is_special(self, i: int) -> bool:
         return i in self._special_ids
 
-    def _special_name(self, i: int) -> str:
+    def special_name(self, i: int) -> str:
         return self._id_bytes[i].decode("utf-8", errors="replace")
 
 
@@ -290,7 +291,7 @@ def _guess_chat_format(special: dict[str, int], added: dict[str, int]) -> str | 
 # --------------------------------------------------------------------------------------
 
 
-def _ranks_from_vocab(
+def ranks_from_vocab(
     spelled: list[str | None], merges: list[tuple[str, str]], skip_ids: set[int], source: str, ignore_merges: bool
 ):
     """Build (id_bytes, ranks, rank_to_id) from a byte-alphabet vocabulary and its merges.
@@ -420,14 +421,16 @@ def _normalizer_form(norm: dict | None, source: str) -> str | None:
     raise TokenizerError(f"{source}: normalizer {forms} is not supported (only NFC/NFD/NFKC/NFKD)")
 
 
-def _token_text(tok) -> str | None:
+def token_text(tok) -> str | None:
     """tokenizer_config.json writes a token either as a string or as {"content": ...}."""
     if isinstance(tok, dict):
         return tok.get("content")
     return tok
 
 
-def _read_json(path: Path):
+def read_json_or_none(path: Path):
+    """An optional JSON side file (tokenizer_config.json, ...): its data, or None when it
+    is missing or unreadable (the tokenizer then keeps its defaults)."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -461,7 +464,7 @@ def from_tokenizer_json(path: str | Path, data: dict | None = None) -> TiktokenT
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
 
     added_ids = {t["id"] for t in added_list}
-    id_bytes, ranks, rank_to_id = _ranks_from_vocab(
+    id_bytes, ranks, rank_to_id = ranks_from_vocab(
         spelled, merges, added_ids, source, bool(model.get("ignore_merges"))
     )
     special, added, lstrip, rstrip = {}, {}, [], []
@@ -486,14 +489,14 @@ def from_tokenizer_json(path: str | Path, data: dict | None = None) -> TiktokenT
             first = p["single"][0]
             if "SpecialToken" in first:
                 bos_token, add_bos = first["SpecialToken"]["id"], True
-    config = _read_json(path.with_name("tokenizer_config.json")) or {}
-    if _token_text(config.get("bos_token")) and bos_token is None:
-        bos_token = _token_text(config.get("bos_token"))
-    eos_token = _token_text(config.get("eos_token"))
+    config = read_json_or_none(path.with_name("tokenizer_config.json")) or {}
+    if token_text(config.get("bos_token")) and bos_token is None:
+        bos_token = token_text(config.get("bos_token"))
+    eos_token = token_text(config.get("eos_token"))
     names = {**added, **special}
     if eos_token is None:
         eos_token = next((t for t in ("<|end_of_text|>", "<|endoftext|>", "</s>") if t in names), None)
-    gen = _read_json(path.with_name("generation_config.json")) or {}
+    gen = read_json_or_none(path.with_name("generation_config.json")) or {}
     gen_eos = gen.get("eos_token_id")
     gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
 
@@ -546,15 +549,18 @@ def from_gguf(meta: dict, source: str) -> TiktokenTokenizer:
     special = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if ty == GGUF_CONTROL}
     added = {t: i for i, (t, ty) in enumerate(zip(tokens, types)) if ty == GGUF_USER_DEFINED}
     skip = {i for i, ty in enumerate(types) if ty in (GGUF_CONTROL, GGUF_USER_DEFINED, GGUF_UNUSED)}
-    id_bytes, ranks, rank_to_id = _ranks_from_vocab(tokens, merges, skip, source, ignore_merges=False)
+    id_bytes, ranks, rank_to_id = ranks_from_vocab(tokens, merges, skip, source, ignore_merges=False)
     for table in (special, added):
         for t, i in table.items():
             id_bytes[i] = t.encode("utf-8")
 
     bos_id = meta.get("tokenizer.ggml.bos_token_id")
     eos_id = meta.get("tokenizer.ggml.eos_token_id")
-    # llama.cpp adds BOS when the file does not say otherwise; SmolLM2 and Qwen2 say false.
-    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", bos_id is not None))
+    # llama.cpp's rule: tokenizer.ggml.add_bos_token when the file has it (SmolLM2 and Qwen2
+    # say false); otherwise a BPE vocabulary adds BOS only with the Llama 3 pre-tokenizer.
+    # GPT-2's GGUF files say nothing, and GPT-2 adds no BOS.
+    default_bos = bos_id is not None and pre in ("llama-bpe", "llama3", "llama-v3")
+    add_bos = bool(meta.get("tokenizer.ggml.add_bos_token", default_bos))
     extra_stops = [meta.get(f"tokenizer.ggml.{k}_token_id") for k in ("eot", "eom")]
     return TiktokenTokenizer(
         kind="gguf-gpt2",

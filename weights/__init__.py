@@ -1,4 +1,4 @@
-"""Checkpoints in, `llama.model.Transformer` out.
+"""Checkpoints in, `llama.model.Transformer` (or `llama.gpt2.GPT2`) out.
 
     from weights import load_model
     model = load_model(path)                       # dtype=None: keep the checkpoint's dtype
@@ -12,6 +12,10 @@
                        (an HF folder without weights but with Meta's original/ uses that)
     a GGUF file        any name, e.g. an Ollama blob: the file starts with b"GGUF"
     a file inside a folder above (model.safetensors, consolidated.00.pth, params.json, ...)
+
+A GPT-2 checkpoint (config.json model_type "gpt2", or GGUF architecture "gpt2"; also an HF
+folder with pytorch_model.bin) becomes a llama.gpt2.GPT2; everything else a Transformer.
+That rule lives in weights.families; the GPT-2 readers in weights.gpt2.
 
 Loading builds the model on the meta device, checks every name and shape against the
 config, checks that the model fits in memory, and then assigns memory-mapped tensors:
@@ -29,9 +33,11 @@ import torch
 
 from llama.config import ModelArgs
 from llama.model import Transformer
+from tokenizer.gguf_container import gguf_files_in, is_gguf
 
 from .checkpoint import Checkpoint, build_model, parse_dtype
-from .errors import (
+from . import errors
+from .errors import (  # every one is re-exported (errors.__all__)
     CheckpointError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -39,7 +45,9 @@ from .errors import (
     StateDictMismatchError,
     UnsafeCheckpointError,
 )
-from .gguf_file import is_gguf, open_gguf
+from .families import checkpoint_family
+from .gguf_file import open_gguf
+from .gpt2 import is_gpt2_hf_folder, open_gpt2
 from .hf import is_hf_folder, open_hf
 from .meta import is_meta_folder, open_meta
 
@@ -57,7 +65,7 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
         if is_gguf(p):
             return "gguf", p
         # A file that belongs to a folder checkpoint: load the folder.
-        if p.suffix in (".safetensors", ".pth", ".json") and p.parent != p:
+        if p.suffix in (".safetensors", ".pth", ".bin", ".json") and p.parent != p:
             try:
                 return detect_format(p.parent)
             except CheckpointNotFoundError:
@@ -66,14 +74,14 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
             f"{p} is not a checkpoint we recognise: a GGUF file starts with b'GGUF', and "
             "safetensors or .pth weights need their folder (with config.json or params.json)."
         )
-    if is_hf_folder(p):
+    if is_hf_folder(p) or is_gpt2_hf_folder(p):  # GPT-2 folders may hold pytorch_model.bin
         return "hf", p
     if is_meta_folder(p):
         return "meta", p
     original = p / "original"
     if original.is_dir() and is_meta_folder(original):
         return "meta", original  # an HF repo downloaded with only Meta's original/ weights
-    ggufs = [f for f in sorted(p.iterdir()) if f.is_file() and is_gguf(f)]
+    ggufs = gguf_files_in(p)
     if len(ggufs) == 1:
         return "gguf", ggufs[0]
     listing = ", ".join(sorted(f.name for f in p.iterdir())[:12]) or "nothing"
@@ -93,6 +101,8 @@ def open_checkpoint(path: str | os.PathLike, **overrides: Any) -> Checkpoint:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"a checkpoint path must be a str or Path, got {type(path).__name__}")
     kind, where = detect_format(path)
+    if checkpoint_family(kind, where) == "gpt2":  # the rule: weights.families
+        return open_gpt2(kind, where, **overrides)
     opener = {"meta": open_meta, "hf": open_hf, "gguf": open_gguf}[kind]
     return opener(where, **overrides)
 
@@ -160,10 +170,5 @@ __all__ = [
     "detect_format",
     "default_model_path",
     "Checkpoint",
-    "CheckpointError",
-    "CheckpointNotFoundError",
-    "CorruptCheckpointError",
-    "UnsafeCheckpointError",
-    "StateDictMismatchError",
-    "InsufficientMemoryError",
+    *errors.__all__,
 ]

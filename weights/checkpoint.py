@@ -30,43 +30,22 @@ from typing import Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
+from llama import dtypes
 from llama.config import ModelArgs
-from llama.model import Transformer
+from llama.dtypes import SUPPORTED_DTYPES, dtype_name
+from llama.model import Transformer, without_stored_rope_table
 
 from .errors import CheckpointError, InsufficientMemoryError, StateDictMismatchError
+from .families import model_class
 
 # ---------------------------------------------------------------------------------------
-# dtypes
+# dtypes: the names and the supported set are llama.dtypes'; a bad one is a CheckpointError
 # ---------------------------------------------------------------------------------------
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "f32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "f16": torch.float16,
-    "half": torch.float16,
-}
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """'float32' | 'bfloat16' | 'float16' (or torch dtypes, or None = the checkpoint's)."""
-    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in SUPPORTED_DTYPES):
-        return dtype
-    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
-        return _DTYPES[dtype.lower().removeprefix("torch.")]
-    raise CheckpointError(
-        f"dtype {dtype!r} is not supported: use 'float32', 'bfloat16', 'float16', or None "
-        "to keep the checkpoint's own dtype."
-    )
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+    return dtypes.parse_dtype(dtype, error=CheckpointError)
 
 
 # ---------------------------------------------------------------------------------------
@@ -93,6 +72,9 @@ class Checkpoint:
     file_names: dict[str, str] = field(default_factory=dict)
     # Extra words for a shape mismatch (e.g. "is a shard missing?").
     shape_hint: str = ""
+    # Which model it becomes: "llama" (llama.model.Transformer) or "gpt2" (llama.gpt2.GPT2),
+    # decided by the rule in weights.families.
+    family: str = "llama"
 
     def describe(self, name: str) -> str:
         original = self.file_names.get(name)
@@ -191,8 +173,7 @@ def _config_summary(args: ModelArgs) -> str:
 def check_state(model: Transformer, ckpt: Checkpoint) -> list[str]:
     """The names to read, after checking them against the model; raises on any mismatch."""
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    present = dict(ckpt.shapes)
-    present.pop("rope.freqs", None)  # Meta's Llama 2 RoPE table: we compute our own
+    present = without_stored_rope_table(ckpt.shapes)  # Llama 2's RoPE table: we compute ours
     optional = set()
     if model.args.tie_embeddings:
         # A tied checkpoint may or may not store the output matrix separately.
@@ -228,8 +209,10 @@ def check_state(model: Transformer, ckpt: Checkpoint) -> list[str]:
 def rebuild_rope(model: Transformer, device: torch.device) -> None:
     """Recompute the RoPE table (a non-persistent buffer, left on the meta device by the
     meta-device build) on the device the weights now live on."""
-    # _build_freqs_cis is the model's own recipe for the table, so this cannot drift from it.
-    table = model._build_freqs_cis(device)
+    if not hasattr(model, "build_freqs_cis"):
+        return  # no RoPE table (GPT-2 learns its positions: they are weights)
+    # build_freqs_cis is the model's own recipe for the table, so this cannot drift from it.
+    table = model.build_freqs_cis(device)
     model.register_buffer("freqs_cis", table, persistent=False)
 
 
@@ -267,6 +250,10 @@ class _weights_on_meta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+# The same context under a public name, for loaders in other modules (weights.stored).
+weights_on_meta = _weights_on_meta
+
+
 def build_model(
     ckpt: Checkpoint,
     dtype: torch.dtype | None,
@@ -276,15 +263,13 @@ def build_model(
     """Checkpoint -> eval-mode Transformer, following the steps in the module docstring."""
     dtype = ckpt.native_dtype if dtype is None else dtype
     with _weights_on_meta():
-        model = Transformer(ckpt.args)  # weight matrices with shapes but no storage
+        model = model_class(ckpt.family)(ckpt.args)  # weight matrices with shapes but no storage
     names = check_state(model, ckpt)
     if check_mem:
         check_memory(model, dtype, device)
 
     state: dict[str, torch.Tensor] = {}
     for name in names:
-        if name == "rope.freqs":
-            continue
         tensor = ckpt.read(name, dtype)
         if tensor.dtype != dtype:  # readers normally cast; be sure
             tensor = tensor.to(dtype)
@@ -305,6 +290,7 @@ __all__ = [
     "parse_dtype",
     "dtype_name",
     "rebuild_rope",
+    "weights_on_meta",
     "SUPPORTED_DTYPES",
     "MEMORY_ENV",
 ]

@@ -27,8 +27,8 @@ Quantised tensors (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, ...) are dequantised with
 gguf.quants.dequantize to float32, one tensor at a time; F32/F16/BF16 tensors are views
 of the memory-mapped file.
 
-The container (metadata, tensor table, where the data starts) is parsed by
-tokenizer.gguf_meta, which the tokenizer uses for the vocabulary: the GGUF format is the
+The container (metadata, tensor table, where the data starts, the magic bytes) is parsed by
+tokenizer.gguf_container, which the tokenizer uses for the vocabulary: the GGUF format is the
 same for both, so it is written once. (weights imports that module; tokenizer never
 imports weights.) We do not use gguf.GGUFReader for it: it turns every element of the
 49k-token vocabulary into a numpy view and takes many seconds per file. The gguf package
@@ -45,19 +45,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from llama.config import ConfigError, ModelArgs
-from tokenizer.gguf_meta import read_gguf
+from llama.config import LLAMA3_ROPE_DEFAULTS, ConfigError, ModelArgs, llama3_rope_fields
+from tokenizer.gguf_container import GGUF_MAGIC, is_gguf, read_gguf
 
 from .checkpoint import Checkpoint
-from .convert import _qk_heads, hf_to_meta_tensor
+from .hf_layout import hf_to_meta_tensor, qk_heads, rename_tensor
 from .errors import CheckpointError, CorruptCheckpointError
 
-MAGIC = b"GGUF"
+MAGIC = GGUF_MAGIC  # b"GGUF" (the container reader's constant, re-exported)
 ARCHITECTURES = ("llama", "qwen2")
 # Architectures whose GGUF q/k rows are in rotate-half order (llama.cpp: NEOX rope type).
 ROTATE_HALF = ("qwen2",)
 
-_LAYER = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
+# A per-layer GGUF tensor name: (layer number, part, "weight" | "bias"); every architecture's.
+GGUF_LAYER = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 _LAYER_NAMES = {
     "attn_norm": "attention_norm",
     "attn_q": "attention.wq",
@@ -72,22 +73,9 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd": "tok_embeddings", "output_norm": "norm", "output": "output"}
 
 
-def is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == MAGIC
-    except OSError:
-        return False
-
-
 def gguf_to_meta_name(name: str) -> str | None:
-    m = _LAYER.match(name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    if stem in _TOP_NAMES:
-        return f"{_TOP_NAMES[stem]}.{kind}"
-    return None
+    """Meta's name for a GGUF tensor name (None: no counterpart)."""
+    return rename_tensor(name, GGUF_LAYER, _LAYER_NAMES, _TOP_NAMES)
 
 
 def _damaged(path: Path, why: str) -> CorruptCheckpointError:
@@ -97,8 +85,9 @@ def _damaged(path: Path, why: str) -> CorruptCheckpointError:
     )
 
 
-class _TensorData:
-    """The GGUF tensor table plus the file, memory-mapped: raw bytes of one tensor at a time."""
+class TensorData:
+    """The GGUF tensor table plus the file, memory-mapped: raw bytes of one tensor at a time
+    (the Llama and GPT-2 GGUF readers both read through it)."""
 
     def __init__(self, path: Path):
         import gguf
@@ -176,28 +165,25 @@ def rope_scaling_from_freqs(freqs: np.ndarray, args_base: dict[str, Any], head_d
     from llama.model import rope_inv_freq
 
     factor = float(freqs.max())
-    params = dict(factor=factor, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=8192)
+    # The file stores only the divisors: the other constants must be Llama 3's own.
+    params = {"factor": factor, **LLAMA3_ROPE_DEFAULTS}
     base = rope_inv_freq(head_dim, args_base["rope_theta"])
     ours = base / rope_inv_freq(head_dim, args_base["rope_theta"], params)
     if ours.shape != (len(freqs),) or not torch.allclose(ours, torch.from_numpy(freqs).float(), rtol=1e-3):
+        d = LLAMA3_ROPE_DEFAULTS
         raise CheckpointError(
             "this GGUF file scales RoPE with a rope_freqs tensor that does not follow Llama 3's "
-            "rule (factor, low_freq_factor 1, high_freq_factor 4, original length 8192): "
+            f"rule (factor, low_freq_factor {d['low_freq_factor']:g}, high_freq_factor "
+            f"{d['high_freq_factor']:g}, original length {d['original_max_seq_len']:g}): "
             "this RoPE variant is not supported."
         )
-    return dict(
-        use_scaled_rope=True,
-        rope_scaling_factor=factor,
-        rope_low_freq_factor=1.0,
-        rope_high_freq_factor=4.0,
-        rope_original_max_seq_len=8192,
-    )
+    return llama3_rope_fields({"factor": factor})
 
 
 def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
     from gguf import GGMLQuantizationType as Q
 
-    data = _TensorData(path)
+    data = TensorData(path)
     metadata = data.file.metadata
     arch = metadata.get("general.architecture")
     if arch not in ARCHITECTURES:
@@ -272,7 +258,7 @@ def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
         tensor = torch.from_numpy(data.numpy(name))  # shares memory: the map or the dequantised copy
         if data.types[name] == Q.BF16:
             tensor = tensor.view(torch.bfloat16)  # the raw uint16 bits, reinterpreted
-        if rotate_half and _qk_heads(meta_name, args) is not None:
+        if rotate_half and qk_heads(meta_name, args) is not None:
             tensor = hf_to_meta_tensor(meta_name, tensor, args)  # rotate-half -> interleaved
         return tensor.to(dtype)  # no copy when the dtype already matches
 
@@ -287,4 +273,4 @@ def open_gguf(path: Path, **overrides: Any) -> Checkpoint:
     )
 
 
-__all__ = ["open_gguf", "is_gguf", "gguf_to_meta_name", "MAGIC", "ARCHITECTURES"]
+__all__ = ["open_gguf", "is_gguf", "gguf_to_meta_name", "TensorData", "GGUF_LAYER", "MAGIC", "ARCHITECTURES"]

@@ -5,7 +5,7 @@
     model.safetensors.index.json         {"weight_map": {tensor name: shard file}} and
     model-00001-of-00002.safetensors ... the shards it names
 
-Names are mapped to Meta's by weights.convert; the rows of q_proj and k_proj (and Qwen2's
+Names are mapped to Meta's by weights.hf_layout; the rows of q_proj and k_proj (and Qwen2's
 q/k biases) are put back from the rotate-half order into Meta's interleaved order. A
 checkpoint without lm_head.weight ties the output projection to the embedding, whatever
 tie_word_embeddings says (transformers does the same).
@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from llama.config import ConfigError, ModelArgs
+from llama.dtypes import SUPPORTED_DTYPES
 
 from .checkpoint import Checkpoint
-from .convert import ConversionError, _qk_heads, hf_to_meta_name, hf_to_meta_tensor
+from .hf_layout import ConversionError, hf_to_meta_name, hf_to_meta_tensor, qk_heads
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .safetensors_file import SafetensorsFile
 
@@ -53,8 +54,9 @@ def read_hf_config(folder: Path, **overrides: Any) -> ModelArgs:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
 
 
-def _shard_files(folder: Path) -> dict[str, Path]:
-    """Tensor name -> file, from the index when there is one."""
+def shard_files(folder: Path) -> dict[str, Path]:
+    """Tensor name -> file, from the index when there is one ({} for a single file, whose
+    own header lists its tensors). Shared by the Llama and GPT-2 Hugging Face readers."""
     if (folder / INDEX).is_file():
         index = read_json(folder / INDEX, "the shard index")
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -83,7 +85,7 @@ def _shard_files(folder: Path) -> dict[str, Path]:
 
 def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
     args = read_hf_config(folder, **overrides)
-    by_name = _shard_files(folder)
+    by_name = shard_files(folder)
     if by_name:
         files = {p: SafetensorsFile(p) for p in sorted(set(by_name.values()))}
         for name, path in by_name.items():
@@ -119,13 +121,13 @@ def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
             numel *= d
         elements[files[path].dtypes[hf_name]] += numel
     native = elements.most_common(1)[0][0] if elements else torch.float32
-    if native not in (torch.float32, torch.bfloat16, torch.float16):
+    if native not in SUPPORTED_DTYPES:
         native = torch.float32
 
     def read(meta_name: str, dtype: torch.dtype) -> torch.Tensor:
         hf_name = meta_names[meta_name]
         file = files[by_name[hf_name]]
-        if file.dtypes[hf_name] == dtype and _qk_heads(meta_name, args) is None:
+        if file.dtypes[hf_name] == dtype and qk_heads(meta_name, args) is None:
             return file.view(hf_name)  # the file's bytes, used in place
         # Converted anyway: read into fresh memory, reorder q/k rows, cast.
         return hf_to_meta_tensor(meta_name, file.read(hf_name), args).to(dtype)
@@ -141,4 +143,4 @@ def open_hf(folder: Path, **overrides: Any) -> Checkpoint:
     )
 
 
-__all__ = ["open_hf", "is_hf_folder", "read_hf_config", "INDEX", "SINGLE"]
+__all__ = ["open_hf", "is_hf_folder", "read_hf_config", "read_json", "shard_files", "INDEX", "SINGLE"]

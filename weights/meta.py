@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from llama.config import ConfigError, ModelArgs
+from llama.config import ConfigError, ModelArgs, hf_rope_parameters, hf_rope_type, llama3_rope_fields
+from llama.dtypes import SUPPORTED_DTYPES
 
 from .checkpoint import Checkpoint
 from .errors import (
@@ -140,18 +141,10 @@ def _parent_rope(folder: Path) -> dict[str, Any]:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
-    rope = dict(config.get("rope_parameters") or {})
-    rope.update(config.get("rope_scaling") or {})
-    if rope.get("rope_type", rope.get("type")) != "llama3" or "factor" not in rope:
+    rope = hf_rope_parameters(config)
+    if hf_rope_type(rope) != "llama3" or "factor" not in rope:
         return {}
-    out = {"rope_scaling_factor": float(rope["factor"])}
-    if "low_freq_factor" in rope:
-        out["rope_low_freq_factor"] = float(rope["low_freq_factor"])
-    if "high_freq_factor" in rope:
-        out["rope_high_freq_factor"] = float(rope["high_freq_factor"])
-    if "original_max_position_embeddings" in rope:
-        out["rope_original_max_seq_len"] = int(rope["original_max_position_embeddings"])
-    return out
+    return llama3_rope_fields(rope)
 
 
 def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
@@ -214,7 +207,7 @@ def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
         raise CheckpointError(f"{params_path}: {e}") from None
 
     native = shards[0]["tok_embeddings.weight"].dtype
-    if native not in (torch.float32, torch.bfloat16, torch.float16):
+    if native not in SUPPORTED_DTYPES:
         native = torch.float32
 
     def read(name: str, dtype: torch.dtype) -> torch.Tensor:

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from llama.config import ModelArgs
+from llama.dtypes import dtype_name
 
-from .checkpoint import build_model, dtype_name, parse_dtype
-from .convert import meta_to_hf_name, meta_to_hf_tensor
+from .checkpoint import build_model, parse_dtype
+from .hf_layout import meta_to_hf_name, meta_to_hf_tensor
 from .errors import CheckpointError
 from .meta import split_dim
 from .safetensors_file import CODES
@@ -210,6 +211,11 @@ def convert(
     if to not in ("meta", "hf"):
         raise CheckpointError(f"unknown target format {to!r}: use 'meta' or 'hf'")
     ckpt = open_checkpoint(src, **overrides)
+    if ckpt.family != "llama":
+        raise CheckpointError(
+            f"{src} is a {ckpt.family} checkpoint; llama-convert writes Llama-family layouts "
+            "only (GPT-2 loads directly with load_model, from its HF folder or GGUF file)."
+        )
     if Path(out_dir).resolve() == ckpt.path.resolve():
         raise CheckpointError(f"the output folder {out_dir} is the checkpoint being read: pick another")
     model = build_model(ckpt, parse_dtype(dtype), torch.device("cpu"))

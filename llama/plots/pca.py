@@ -1,97 +1,18 @@
-"""pca: token vectors projected to 2-D or 3-D, at chosen points of the residual stream.
-
-Two views:
-- grid: one PCA per stage (embeddings, after block i, ...): how the tokens of the prompt
-  spread out at that depth. Each panel's axes say how much variance they explain.
-- trajectory: one PCA fitted on all stages together, with each token's path drawn from the
-  embeddings to the last stage. Residual norms grow a lot with depth, so for this view each
-  vector is first divided by its root-mean-square (what the next RMSNorm does, before its
-  weight): otherwise the last layers alone would decide the axes.
-
-PCA here is the plain textbook kind: centre the (N, D) points, take the SVD, project on the
-top right-singular vectors; explained_variance_ratio = s_k^2 / sum(s^2).
-"""
+"""pca: token vectors in their top principal components, one panel per stage (grid) or
+each token's path through the layers (trajectory); the numbers: llama.analysis.pca_stages."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 import numpy as np
-import torch
 
-from ._capture import Cache, residual_stages, stage_label
-from ._common import Figure, PlotError, Tokens, new_figure, token_fontsize
-
-
-@dataclass
-class PCA:
-    coords: np.ndarray  # (N, k) the points in the top-k principal axes
-    explained_variance_ratio: np.ndarray  # (k,) share of the total variance per axis
-    components: np.ndarray  # (k, D) the axes (unit vectors)
-    mean: np.ndarray  # (D,)
-
-
-def pca(x: torch.Tensor | np.ndarray, k: int = 2) -> PCA:
-    """Top-k principal components of the rows of x (N, D)."""
-    x = torch.as_tensor(np.asarray(x, dtype=np.float64))  # small (tokens x width): float64 is cheap
-    if x.dim() != 2:
-        raise PlotError(f"pca needs a (points, features) matrix, got shape {tuple(x.shape)}")
-    n, d = x.shape
-    if n < 2:
-        raise PlotError("pca needs at least 2 tokens (the prompt has fewer)")
-    k = min(k, n, d)
-    mean = x.mean(0)
-    _u, s, vh = torch.linalg.svd(x - mean, full_matrices=False)  # centred = U S Vh
-    total = float((s**2).sum())
-    ratio = (s[:k] ** 2 / total).numpy() if total > 0 else np.zeros(k)
-    coords = ((x - mean) @ vh[:k].T).numpy()  # (N, D) @ (D, k) -> (N, k)
-    return PCA(coords, ratio, vh[:k].numpy(), mean.numpy())
-
-
-@dataclass
-class PCAResult:
-    view: str  # "grid" or "trajectory"
-    stages: list[int]  # 0 = embeddings, i + 1 = after block i
-    positions: list[int]  # token positions included
-    per_stage: list[PCA]  # grid: one PCA per stage; trajectory: one shared PCA ...
-    coords: list[np.ndarray]  # ... and here each stage's (T, k) points either way
-    dims: int
-
-
-def pca_stages(
-    cache: Cache,
-    stages: Sequence[int],
-    dims: int = 2,
-    view: str = "grid",
-    skip_first: bool = False,
-) -> PCAResult:
-    """PCA of the residual vectors at `stages` (see _capture.parse_stages)."""
-    if dims not in (2, 3):
-        raise PlotError(f"dims must be 2 or 3, got {dims}")
-    if view not in ("grid", "trajectory"):
-        raise PlotError(f"pca view must be 'grid' or 'trajectory', got {view!r}")
-    vecs = residual_stages(cache, stages, "pca")  # each (T, D)
-    T = vecs[0].shape[0]
-    positions = list(range(1 if skip_first else 0, T))
-    if len(positions) < 2:
-        raise PlotError(f"pca needs at least 2 tokens, the prompt has {len(positions)} to show")
-    vecs = [v[positions].double() for v in vecs]
-    if view == "grid":
-        fits = [pca(v, dims) for v in vecs]
-        return PCAResult(view, list(stages), positions, fits, [f.coords for f in fits], dims)
-    # Trajectory: RMS-normalise each vector, fit once on all of them, split back per stage.
-    normed = [v / v.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12) for v in vecs]
-    fit = pca(torch.cat(normed), dims)
-    n = len(positions)
-    coords = [fit.coords[i * n : (i + 1) * n] for i in range(len(stages))]
-    return PCAResult(view, list(stages), positions, [fit], coords, dims)
+from ..analysis import PCAResult, Tokens, stage_label
+from ._common import Figure, new_figure, tick_labels, token_fontsize
 
 
 def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
-    labels = [tokens.labels[p] for p in r.positions]
+    labels = [tick_labels(tokens)[p] for p in r.positions]
     n = len(labels)
-    colors = _token_colors(n)
+    colors = token_colors(n)
     proj = "3d" if r.dims == 3 else None
     fs = max(6.5, token_fontsize(n))
     if r.view == "grid":
@@ -100,9 +21,9 @@ def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
         fig = new_figure(5.2 * cols, 4.6 * rows)
         for idx, (stage, fit) in enumerate(zip(r.stages, r.per_stage)):
             ax = fig.add_subplot(rows, cols, idx + 1, projection=proj)
-            _scatter(ax, fit.coords, labels, colors, fs)
+            scatter_tokens(ax, fit.coords, labels, colors, fs)
             ev = fit.explained_variance_ratio
-            where = "embeddings" if stage == 0 else f"after layers.{stage - 1}"
+            where = r.input_label if stage == 0 else f"after layers.{stage - 1}"
             ax.set_title(f"{where}  (PC1+PC2{'+PC3' if r.dims == 3 else ''} explain "
                          f"{100 * ev.sum():.0f}%)", fontsize=10)
             ax.set_xlabel(f"PC1 ({100 * ev[0]:.0f}%)")
@@ -142,21 +63,21 @@ def plot_pca(r: PCAResult, tokens: Tokens, name: str = "model") -> Figure:
         stages = f"{stage_label(r.stages[0])} … {stage_label(r.stages[-1])}, {len(r.stages)} in all"
     fig.suptitle(
         f"{name}: each token's path through the layers ({stages})\n"
-        f"● = embeddings, ★ = last stage; boxes name the stages along the path of the last token "
+        f"● = {r.input_label}, ★ = last stage; boxes name the stages along the path of the last token "
         f"“{labels[-1]}”\nvectors RMS-normalised, one PCA fitted on all stages together",
         fontsize=11,
     )
     return fig
 
 
-def _token_colors(n: int) -> list:
+def token_colors(n: int) -> list:
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis" if n > 10 else "tab10"]
     return [cmap(i / max(1, n - 1)) if n > 10 else cmap(i) for i in range(n)]
 
 
-def _scatter(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float) -> None:
+def scatter_tokens(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float) -> None:
     pts = coords if coords.shape[1] >= 2 else np.pad(coords, ((0, 0), (0, 1)))
     if pts.shape[1] == 3:
         ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colors, s=30)
@@ -169,4 +90,4 @@ def _scatter(ax, coords: np.ndarray, labels: list[str], colors: list, fs: float)
     ax.grid(alpha=0.3)
 
 
-__all__ = ["PCA", "pca", "PCAResult", "pca_stages", "plot_pca"]
+__all__ = ["plot_pca", "scatter_tokens", "token_colors"]

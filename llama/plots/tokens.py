@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from matplotlib.patches import FancyBboxPatch
 
-from ._common import Figure, Tokens, new_figure
+from ..analysis import Tokens
+from ._common import Figure, new_figure, tick_labels
 
 
 def plot_tokens(tokens: Tokens, name: str = "model", prompt: str | None = None,
                 per_row: int | None = None) -> Figure:
     n = len(tokens)
-    widths = [max(0.9, 0.16 * len(lab) + 0.5) for lab in tokens.labels]
+    labels = tick_labels(tokens)
+    widths = [max(0.9, 0.16 * len(lab) + 0.5) for lab in labels]
     max_row = per_row_width = 16.0
     # Lay boxes out left to right, wrapping when a row is full.
     rows, row, x = [], [], 0.0
@@ -34,7 +36,7 @@ def plot_tokens(tokens: Tokens, name: str = "model", prompt: str | None = None,
             color = "#dbe9f6" if i % 2 == 0 else "#f6e3d0"
             ax.add_patch(FancyBboxPatch((x0, y - 0.62), w, 0.62, boxstyle="round,pad=0.02",
                                         fc=color, ec="#777777"))
-            ax.text(x0 + w / 2, y - 0.31, tokens.labels[i], ha="center", va="center",
+            ax.text(x0 + w / 2, y - 0.31, labels[i], ha="center", va="center",
                     fontsize=11, family="DejaVu Sans Mono")
             ax.text(x0 + w / 2, y - 0.8, f"{tokens.ids[i]}", ha="center", va="center",
                     fontsize=8, color="#444444")

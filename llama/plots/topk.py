@@ -1,37 +1,10 @@
-"""topk: the k most likely next tokens after a position, as a bar chart."""
+"""topk: the k most likely next tokens after a position, as a bar chart (the numbers:
+llama.analysis.top_k)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-import torch
-
-from ._common import Figure, PlotError, Tokens, check_index, new_figure, readable_token
-
-
-@dataclass
-class TopK:
-    position: int
-    ids: np.ndarray  # (k,)
-    probs: np.ndarray  # (k,)
-    logits: np.ndarray  # (k,)
-
-
-def top_k(logits: torch.Tensor, k: int = 10, position: int = -1) -> TopK:
-    """Top-k of softmax(logits[position]); logits (T, V) or (1, T, V)."""
-    if logits.dim() == 3:
-        logits = logits[0]
-    if logits.dim() != 2:
-        raise PlotError(f"logits must be (T, V) or (1, T, V), got {tuple(logits.shape)}")
-    T, V = logits.shape
-    pos = check_index(position, T, "position")
-    if not isinstance(k, int) or not 1 <= k <= V:
-        raise PlotError(f"k must be between 1 and the vocabulary size {V}, got {k!r}")
-    row = logits[pos].float()
-    probs = torch.softmax(row, dim=-1)
-    p, i = probs.topk(k)
-    return TopK(pos, i.numpy(), p.numpy(), row[i].numpy())
+from ..analysis import Tokens, TopK
+from ._common import Figure, new_figure, readable_token, tick_labels
 
 
 def plot_topk(r: TopK, tokens: Tokens, decode=None, name: str = "model") -> Figure:
@@ -48,7 +21,7 @@ def plot_topk(r: TopK, tokens: Tokens, decode=None, name: str = "model") -> Figu
     for bar, p, lg in zip(bars, r.probs, r.logits):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {100 * p:.1f}%  (logit {lg:.1f})",
                 va="center", fontsize=9)
-    context = "".join(tokens.labels[max(0, r.position - 7) : r.position + 1]).replace("␣", " ")
+    context = "".join(tick_labels(tokens)[max(0, r.position - 7) : r.position + 1]).replace("␣", " ")
     more = "…" if r.position > 7 else ""
     ax.set_title(f"{name}: top {k} next tokens after position {r.position}\n"
                  f"“{more}{context}” → ?  (␣ = leading space)", fontsize=11)
@@ -60,4 +33,4 @@ def repr_label(decode, i) -> str:
     return f"{readable_token(decode(int(i)), max_len=20)}  #{int(i)}" if decode else f"#{int(i)}"
 
 
-__all__ = ["TopK", "top_k", "plot_topk"]
+__all__ = ["plot_topk"]

@@ -1,4 +1,9 @@
-"""Read the container structure of a GGUF file: metadata, tensor table, data offset.
+"""The GGUF container reader: a GGUF file's metadata, tensor table and data offset.
+
+Both halves of the project read GGUF files through this module: the tokenizer (its
+vocabulary lives in the metadata) and weights.gguf_file (the tensor table). It is also the
+one place that says what a GGUF file looks like from outside: `is_gguf` (the magic bytes,
+never the file name) and `gguf_files_in` (the GGUF files of a folder).
 
 A GGUF file is laid out as:
 
@@ -18,7 +23,8 @@ versions 2 and 3 as uint64. Everything is little-endian (big-endian files are re
 The tokenizer lives entirely in the metadata (``tokenizer.ggml.*``): ``read_gguf_metadata``
 stops after it. The weight loader (weights.gguf_file) also needs the tensor table and asks
 ``read_gguf`` to skip the vocabulary, which it never uses. This module knows the container
-only; what a ggml type code means (block sizes, dequantisation) is the gguf package's
+only (it lives in tokenizer/ because tokenizer depends on nothing of ours and weights may
+import tokenizer, not the other way round); what a ggml type code means (block sizes, dequantisation) is the gguf package's
 business, used by weights.gguf_file. It imports nothing from weights.
 
 We read the format ourselves rather than with ``gguf.GGUFReader`` because that reader
@@ -98,13 +104,24 @@ class GGUFFile:
     file_size: int = 0
 
 
+def starts_like_gguf(head: bytes) -> bool:
+    """True when these first bytes of a file are the GGUF magic."""
+    return head[: len(GGUF_MAGIC)] == GGUF_MAGIC
+
+
 def is_gguf(path: str | Path) -> bool:
     """True when the file starts with the GGUF magic bytes (whatever its name)."""
     try:
         with open(path, "rb") as f:
-            return f.read(4) == GGUF_MAGIC
+            return starts_like_gguf(f.read(len(GGUF_MAGIC)))
     except OSError:
         return False
+
+
+def gguf_files_in(folder: str | Path) -> list[Path]:
+    """The GGUF files directly inside a folder, by content (an Ollama blob has no .gguf
+    name), sorted by name. Tokenizer and weight loading both look for them this way."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_gguf(p))
 
 
 class _Cursor:
@@ -218,7 +235,7 @@ def read_gguf(path: str | Path, *, tensors: bool = True, strings: bool = True) -
     """
     path = str(path)
     with open(path, "rb") as f:
-        if f.read(4) != GGUF_MAGIC:
+        if not starts_like_gguf(f.read(len(GGUF_MAGIC))):
             raise ValueError(f"{path}: not a GGUF file (it does not start with b'GGUF')")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             buf = memoryview(mm)
@@ -245,3 +262,16 @@ def read_gguf_metadata(path: str | Path) -> dict:
     Strings come back as str, numeric arrays as numpy arrays, string arrays as lists.
     """
     return read_gguf(path, tensors=False).metadata
+
+
+__all__ = [
+    "GGUF_MAGIC",
+    "starts_like_gguf",
+    "is_gguf",
+    "gguf_files_in",
+    "read_gguf",
+    "read_gguf_metadata",
+    "GGUFFile",
+    "GGUFTensorInfo",
+    "SkippedArray",
+]

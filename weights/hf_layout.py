@@ -1,4 +1,7 @@
-"""Hugging Face <-> Meta parameter names and q/k row layouts.
+"""Hugging Face <-> Meta parameter names and q/k row layouts (the HF layout mapping).
+
+This module only maps names and row orders, one tensor at a time; reading checkpoints is
+weights.hf / weights.gguf_file, writing them (what llama-convert does) is weights.save.
 
 Two things differ between a Hugging Face Llama checkpoint and Meta's:
 
@@ -22,6 +25,7 @@ import re
 import torch
 
 from llama.config import ModelArgs
+from llama.model import without_stored_rope_table
 
 
 class ConversionError(ValueError):
@@ -69,37 +73,56 @@ _HF_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 _META_LAYER = re.compile(r"^layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 
+def rename_tensor(
+    name: str,
+    layer_pattern: re.Pattern,
+    layer_names: dict[str, str],
+    top_names: dict[str, str],
+    layer_prefix: str = "layers",
+) -> str | None:
+    """A tensor's name in another vocabulary, from two tables, or None if neither knows it.
+
+    layer_pattern matches a per-layer name as (layer number, part, "weight" | "bias"); the
+    part is looked up in layer_names and the result is "{layer_prefix}.N.{new part}.{kind}".
+    Any other name is "stem.kind" with the stem looked up in top_names. Every format's
+    mapping (Hugging Face, GGUF) is these two tables.
+    """
+    m = layer_pattern.match(name)
+    if m and m.group(2) in layer_names:
+        return f"{layer_prefix}.{m.group(1)}.{layer_names[m.group(2)]}.{m.group(3)}"
+    stem, _, kind = name.rpartition(".")
+    if stem in top_names:
+        return f"{top_names[stem]}.{kind}"
+    return None
+
+
+_META_TO_HF_LAYER = {v: k for k, v in _LAYER_NAMES.items()}
+_META_TO_HF_TOP = {v: k for k, v in _TOP_NAMES.items()}
+
+
 def hf_to_meta_name(name: str) -> str | None:
     """Meta's name for a Hugging Face parameter name; None for buffers we rebuild ourselves."""
     if name.endswith("rotary_emb.inv_freq"):
         return None  # old transformers versions saved the RoPE table; we compute it
-    m = _HF_LAYER.match(name)
-    if m and m.group(2) in _LAYER_NAMES:
-        return f"layers.{m.group(1)}.{_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    if stem in _TOP_NAMES:
-        return f"{_TOP_NAMES[stem]}.{kind}"
-    raise ConversionError(
-        f"unexpected tensor {name!r} in a Hugging Face Llama/Qwen2 checkpoint: it has no "
-        "counterpart in this model"
-    )
+    meta = rename_tensor(name, _HF_LAYER, _LAYER_NAMES, _TOP_NAMES)
+    if meta is None:
+        raise ConversionError(
+            f"unexpected tensor {name!r} in a Hugging Face Llama/Qwen2 checkpoint: it has no "
+            "counterpart in this model"
+        )
+    return meta
 
 
 def meta_to_hf_name(name: str) -> str:
-    m = _META_LAYER.match(name)
-    if m:
-        inverse = {v: k for k, v in _LAYER_NAMES.items()}
-        if m.group(2) in inverse:
-            return f"model.layers.{m.group(1)}.{inverse[m.group(2)]}.{m.group(3)}"
-    stem, _, kind = name.rpartition(".")
-    inverse_top = {v: k for k, v in _TOP_NAMES.items()}
-    if stem in inverse_top:
-        return f"{inverse_top[stem]}.{kind}"
-    raise ConversionError(f"unexpected tensor {name!r} in a Meta-format state dict")
+    hf = rename_tensor(name, _META_LAYER, _META_TO_HF_LAYER, _META_TO_HF_TOP, "model.layers")
+    if hf is None:
+        raise ConversionError(f"unexpected tensor {name!r} in a Meta-format state dict")
+    return hf
 
 
-def _qk_heads(meta_name: str, args: ModelArgs) -> int | None:
-    """Heads to regroup by if this tensor's rows need the RoPE reordering, else None."""
+def qk_heads(meta_name: str, args: ModelArgs) -> int | None:
+    """Heads to regroup by if this tensor's rows need the RoPE reordering (wq: n_heads,
+    wk: n_kv_heads, and their biases), else None."""
     if ".attention.wq." in meta_name:
         return args.n_heads
     if ".attention.wk." in meta_name:
@@ -108,12 +131,12 @@ def _qk_heads(meta_name: str, args: ModelArgs) -> int | None:
 
 
 def hf_to_meta_tensor(meta_name: str, tensor: torch.Tensor, args: ModelArgs) -> torch.Tensor:
-    heads = _qk_heads(meta_name, args)
+    heads = qk_heads(meta_name, args)
     return tensor if heads is None else rotate_half_to_interleaved(tensor, heads)
 
 
 def meta_to_hf_tensor(meta_name: str, tensor: torch.Tensor, args: ModelArgs) -> torch.Tensor:
-    heads = _qk_heads(meta_name, args)
+    heads = qk_heads(meta_name, args)
     return tensor if heads is None else interleaved_to_rotate_half(tensor, heads)
 
 
@@ -130,8 +153,21 @@ def hf_to_meta_state_dict(state_dict: dict[str, torch.Tensor], args: ModelArgs) 
 def meta_to_hf_state_dict(state_dict: dict[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
     """Meta names and layout -> Hugging Face's (the inverse of hf_to_meta_state_dict)."""
     out: dict[str, torch.Tensor] = {}
-    for name, tensor in state_dict.items():
-        if name == "rope.freqs":
-            continue
+    for name, tensor in without_stored_rope_table(state_dict).items():
         out[meta_to_hf_name(name)] = meta_to_hf_tensor(name, tensor, args)
     return out
+
+
+__all__ = [
+    "ConversionError",
+    "rotate_half_to_interleaved",
+    "interleaved_to_rotate_half",
+    "rename_tensor",
+    "hf_to_meta_name",
+    "meta_to_hf_name",
+    "qk_heads",
+    "hf_to_meta_tensor",
+    "meta_to_hf_tensor",
+    "hf_to_meta_state_dict",
+    "meta_to_hf_state_dict",
+]
