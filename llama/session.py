@@ -241,6 +241,10 @@ class Export:
 class Session:
     """A model, its tokenizer, the current text with its token ids, logits and KV cache."""
 
+    # False: export() computes everything (the same model calls) but writes no file, as on
+    # a tensor-parallel rank other than 0, which must run each step with rank 0.
+    writes_files = True
+
     def __init__(self, model: torch.nn.Module, tokenizer, settings: Settings | None = None, *,
                  name: str = "model", checkpoint: str | None = None) -> None:
         self.model = model
@@ -466,6 +470,8 @@ class Session:
         if not str(path).endswith(".safetensors"):
             raise SessionError(f"the export file must end in .safetensors, got {str(path)!r}")
         cache = self.capture(names)
+        if not self.writes_files:
+            return Export(Path(path), len(cache), 0, len(self._ids))
         out = save_capture(path, cache, tokens=self._ids, tokenizer=self.tokenizer,
                            prompt=self.tokenizer.decode(self._ids), model=self.model,
                            checkpoint=self.checkpoint)

@@ -1,5 +1,6 @@
 """Loading a model for a command line: the --model/--dtype/--device/... options and their
-errors, shared by the interactive front ends (llama-repl, and the studio to come).
+errors, shared by the interactive front ends (llama-repl, and the studio to come). Under
+torchrun (WORLD_SIZE > 1) each rank loads its part: load_model(..., parallel="tensor").
 
     p = argparse.ArgumentParser(); add_model_options(p)
     model, tok, path = load(p.parse_args())      # or LoadError with what went wrong
@@ -8,6 +9,7 @@ errors, shared by the interactive front ends (llama-repl, and the studio to come
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -56,6 +58,19 @@ def check_device(spec: str) -> torch.device:
     return device
 
 
+def parallel_options() -> dict:
+    """load_model's options for this process: under torchrun with several ranks, this
+    rank's part of the model (parallel="tensor"); otherwise none."""
+    from llama.parallel import torchrun_world_size
+
+    return {"parallel": "tensor"} if torchrun_world_size() > 1 else {}
+
+
+def is_rank0() -> bool:
+    """Rank 0 under torchrun, or a process on its own: the one that prints and writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _describe(e: Exception) -> str:
     """The message of an exception, with its type when that is not self-explanatory."""
     if isinstance(e, (ValueError, OSError)) and str(e):
@@ -65,6 +80,7 @@ def _describe(e: Exception) -> str:
 
 def load(args: argparse.Namespace):
     """(model, tokenizer, path) for the options add_model_options added, or LoadError."""
+    from llama.parallel import is_parallel
     from llama.speed import use_fast_kernels
     from tokenizer import load_tokenizer
     from weights import default_model_path, load_model
@@ -84,8 +100,8 @@ def load(args: argparse.Namespace):
     dtype = None if args.dtype == "auto" else args.dtype
     try:
         overrides = {} if args.max_seq_len is None else {"max_seq_len": args.max_seq_len}
-        model = load_model(path, dtype=dtype, device=str(device), **overrides)
-        if not args.plain_kernels:
+        model = load_model(path, dtype=dtype, device=str(device), **overrides, **parallel_options())
+        if not args.plain_kernels and not is_parallel(model):  # (no fast kernels for DTensors)
             use_fast_kernels(model)  # float32 on CPU: faster, equal to float32 rounding
     except Exception as e:  # noqa: BLE001 - a damaged file can fail in many ways; say which
         raise LoadError(f"could not load the model from {path}: {_describe(e)}") from None
@@ -99,8 +115,11 @@ def load(args: argparse.Namespace):
 def banner(model: torch.nn.Module, path: Path, load_s: float) -> str:
     """One line about the loaded model: its shape, dtype, device and load time."""
     a, w = model.args, model.tok_embeddings.weight
+    tp = getattr(model, "tp", None)  # llama.parallel's context on a tensor-parallel model
+    where = f"{w.device}" if tp is None else f"{tp.world_size} ranks ({tp.device.type}, plain kernels)"
     return (f"{path.name}: {a.n_layers} layers, {a.dim} wide, vocab {a.vocab_size}, context "
-            f"{a.max_seq_len}, {dtype_name(w.dtype)} on {w.device} (loaded in {load_s:.1f} s)")
+            f"{a.max_seq_len}, {dtype_name(w.dtype)} on {where} (loaded in {load_s:.1f} s)")
 
 
-__all__ = ["LoadError", "positive_int", "add_model_options", "check_device", "load", "banner"]
+__all__ = ["LoadError", "positive_int", "add_model_options", "check_device", "load", "banner",
+           "parallel_options", "is_rank0"]

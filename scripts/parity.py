@@ -229,12 +229,12 @@ def check(
 
 def _layer_by_layer(ckpt, kind, where, dtype, prompts, ids_list, tol, tok_check, intervene, **common) -> ParityReport:
     """Neither model is loaded whole: one decoder layer of each side at a time."""
-    from llama.model import Transformer
+    from llama.family import family_of
     from llama.parity.layerwise import run_layerwise
 
     transformers = require_transformers()
     with torch.device("meta"):
-        shell = Transformer(ckpt.args)  # for the hook names only: no memory
+        shell = family_of(ckpt.args).model()(ckpt.args)  # for the hook names only: no memory
     family = family_for_model(shell)
     names = comparable_names(shell, family)
     mine, theirs, config, family = run_layerwise(ckpt, kind, where, dtype, ids_list, names, intervene=intervene)
@@ -290,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         "KV-cache decoding, every layer's hook points, the tokenizer; name the first layer and hook "
         "point that differs and its likely cause. Exit 0 within tolerance, 1 not, 2 bad input.",
     )
-    p.add_argument("path", nargs="?", help="checkpoint: Meta folder, HF folder or GGUF file (default: SmolLM2-135M)")
+    p.add_argument("path", nargs="?", help="checkpoint: Meta folder, HF folder or GGUF file, Llama family or "
+                   "GPT-2 (default: SmolLM2-135M)")
     p.add_argument("--prompt", action="extend", nargs="+", metavar="TEXT",
                    help="prompt(s) to compare on (repeatable; default: three short built-in prompts)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",

@@ -40,6 +40,8 @@ from llama.family import FamilyError, config_from_dict, family_of
 from llama.dtypes import DTYPE_NAMES
 from llama.plots import draw, save_figure
 
+from .loading import is_rank0, parallel_options
+
 DEFAULT_PROMPT = "The capital of France is"
 
 
@@ -84,7 +86,7 @@ def load_source(opts: argparse.Namespace, need_model: bool) -> ViewSource:
         from weights import load_model
 
         model_path = model_path or default_model()
-        model = load_model(model_path, dtype=opts.dtype)
+        model = load_model(model_path, dtype=opts.dtype, **parallel_options())  # (torchrun: split)
         try:
             tokenizer = load_tokenizer(opts.tokenizer or model_path)
         except Exception as e:  # noqa: BLE001 - plots still work with "#id" labels
@@ -227,29 +229,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
+    # Under torchrun every rank loads its part and computes the view; rank 0 prints and saves.
+    lead = is_rank0()
 
     def fail(message: str) -> int:
-        print(f"llama-plot: error: {message}", file=sys.stderr)
+        if lead:
+            print(f"llama-plot: error: {message}", file=sys.stderr)
         return 2
 
     try:
         check_options(opts)
         src = load_source(opts, need_model=False)
         if opts.kind == "summary" and opts.text:
-            print(summary_text(model_summary(src.model if src.model is not None else src.args,
-                                             src.name)), end="")
+            text = summary_text(model_summary(src.model if src.model is not None else src.args, src.name))
+            if lead:
+                print(text, end="")
             if not opts.output:
-                return 0
+                return _done(0)
         fig = render(opts.kind, src, opts)
-        out = save_figure(fig, opts.output or f"{opts.kind}.png")
+        out = save_figure(fig, opts.output or f"{opts.kind}.png") if lead else None
     except (CLIError, AnalysisError, ConfigError) as e:
         return fail(str(e))
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         return fail(str(e))
     except ValueError as e:  # the loaders' and the model's own input errors
         return fail(str(e))
-    print(f"wrote {out}")
-    return 0
+    if lead:
+        print(f"wrote {out}")
+    return _done(0)
+
+
+def _done(status: int) -> int:
+    from llama.parallel import shutdown
+
+    shutdown()  # under torchrun: leave the process group together (else nothing to do)
+    return status
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     llama-repl                                   # the embedded SmolLM2-135M-Instruct, offline
     llama-repl --model path/to/checkpoint --dtype bfloat16 --device cuda --show 5
     echo "The capital of France is" | llama-repl # scripted: the same table, no colours
+    llama-repl --nproc-per-node 2 --model PATH  # split over 2 processes (scripts/repl_parallel.py)
 
 At the prompt, a line of text replaces the current text; its tokens and the top-k next
 tokens are printed:
@@ -111,13 +112,17 @@ class Repl:
     def __init__(self, model: torch.nn.Module, tokenizer, settings: Settings | None = None,
                  out: TextIO = sys.stdout, color: bool = False, interactive: bool = False,
                  name: str = "model", checkpoint: str | None = None,
-                 confirm: Callable[[str], bool] | None = None) -> None:
+                 confirm: Callable[[str], bool] | None = None,
+                 stop: Callable[[], bool] | None = None,
+                 fatal: tuple[type[BaseException], ...] = ()) -> None:
         self.session = Session(model, tokenizer, settings, name=name, checkpoint=checkpoint)
         self.tok = tokenizer
         self.out = out
         self.style = Style(color)
         self.interactive = interactive
         self.confirm = confirm  # asks a yes/no question (interactive only)
+        self.stop = stop  # asked after each generated token: True ends the generation there
+        self.fatal = fatal  # errors that end the REPL instead of being printed
 
     # The session's state, for code (and tests) that drive a Repl.
     ids = property(lambda self: self.session.ids)
@@ -180,6 +185,8 @@ class Repl:
                        f"Shorten it, or keep only its last {e.limit} tokens with :truncate.")
             if self.interactive and self.confirm is not None and self.confirm(f"Keep the last {e.limit} tokens? [y/N] "):
                 self.cmd_truncate([], "")
+        except self.fatal:
+            raise
         except (ReplError, ValueError, OSError) as e:  # session, tokenizer, hooks and plots errors are ValueErrors
             self.error(str(e))
         except RuntimeError as e:  # e.g. out of memory on a long text: report, keep going
@@ -283,7 +290,7 @@ class Repl:
         n = _int_arg(args, s.settings.max_new_tokens, "gen", minimum=1)
         if len(s.ids) >= s.max_len:
             raise ReplError(f"the context is full ({s.max_len} tokens): :back N to make room")
-        run = s.generate(n)
+        run = s.generate(n, stop=self.stop)
         color_on, color_off = (self.style("gen", "x").split("x") if self.style.enabled else ("", ""))
         self.out.write(color_on)
         try:
@@ -403,7 +410,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for sampling (each :gen starts from it)")
     p.add_argument("--chat", action="store_true", help="start with the chat template on")
     p.add_argument("--no-color", action="store_true", help="no colours even on a terminal (NO_COLOR works too)")
+    p.add_argument("--nproc-per-node", type=positive_int, default=None, metavar="N",
+                   help="split the model over N processes on this machine (tensor parallelism: "
+                   "starts torchrun; Ctrl-C stops a generation on every rank). See docs/PARALLEL.md")
     return p
+
+
+def start(args: argparse.Namespace, out: TextIO, err: TextIO, interactive: bool, color: bool,
+          confirm: Callable[[str], bool] | None, repl_class: type[Repl] = Repl,
+          **options) -> tuple[Repl, str] | int:
+    """Load the model the options name and make its Repl: (repl, banner line), or an exit
+    status after printing why not to `err`. options: more Repl arguments (stop, fatal)."""
+    t0 = time.perf_counter()
+    try:
+        model, tok, path = load(args)
+    except LoadError as e:
+        print(f"llama-repl: {e}", file=err)
+        return 2
+    except KeyboardInterrupt:
+        print("llama-repl: interrupted while loading", file=err)
+        return 130
+    load_s = time.perf_counter() - t0
+
+    if args.top_k is not None:
+        print("llama-repl: --top-k is deprecated: use --show N for the rows of the table "
+              "(the sampling filter is ':set top_k N')", file=err)
+    show = args.show or args.top_k or DEFAULT_SHOW
+    settings = Settings(temperature=args.temperature, top_p=args.top_p, seed=args.seed, show=show, chat=args.chat)
+    if settings.chat and not tok.has_chat_template:
+        print("llama-repl: --chat: this tokenizer has no chat template", file=err)
+        return 2
+    repl = repl_class(
+        model, tok, settings, out=out, color=color, interactive=interactive,
+        name=path.name, checkpoint=str(path), confirm=confirm, **options,
+    )
+    return repl, banner(model, path, load_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,38 +457,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be a non-negative integer, got {args.seed}")
 
+    # Several processes (scripts/repl_parallel.py): inside torchrun, or starting it.
+    from . import repl_parallel
+
+    if repl_parallel.under_torchrun():
+        return repl_parallel.run_rank(args)
+    if args.nproc_per_node is not None and args.nproc_per_node > 1:
+        return repl_parallel.launch(args.nproc_per_node, sys.argv[1:] if argv is None else list(argv))
+
     interactive = sys.stdin.isatty()
     color = sys.stdout.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
-    t0 = time.perf_counter()
-    try:
-        model, tok, path = load(args)
-    except LoadError as e:
-        print(f"llama-repl: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("llama-repl: interrupted while loading", file=sys.stderr)
-        return 130
-    load_s = time.perf_counter() - t0
-
-    if args.top_k is not None:
-        print("llama-repl: --top-k is deprecated: use --show N for the rows of the table "
-              "(the sampling filter is ':set top_k N')", file=sys.stderr)
-    show = args.show or args.top_k or DEFAULT_SHOW
-    settings = Settings(temperature=args.temperature, top_p=args.top_p, seed=args.seed, show=show, chat=args.chat)
-    if settings.chat and not tok.has_chat_template:
-        print("llama-repl: --chat: this tokenizer has no chat template", file=sys.stderr)
-        return 2
-    session = Repl(
-        model, tok, settings, out=sys.stdout, color=color, interactive=interactive,
-        name=path.name, checkpoint=str(path), confirm=ask_yes_no if interactive else None,
-    )
-    info = banner(model, path, load_s)
+    made = start(args, sys.stdout, sys.stderr, interactive, color, ask_yes_no if interactive else None)
+    if isinstance(made, int):
+        return made
+    session, info = made
     if interactive:
         print(info)
-        print("Type text to see the next-token candidates; :help lists the commands, Ctrl-D exits.")
-        return run_interactive(session.handle, lambda: "chat> " if session.settings.chat else "> ", COMMANDS)
+        print(WELCOME)
+        return run_interactive(session.handle, prompt_for(session), COMMANDS)
     print(info, file=sys.stderr)  # keep stdout to the tables, for scripts
     return run_piped(session.handle, sys.stdin)
+
+
+def prompt_for(repl: Repl) -> Callable[[], str]:
+    return lambda: "chat> " if repl.settings.chat else "> "
+
+
+WELCOME = "Type text to see the next-token candidates; :help lists the commands, Ctrl-D exits."
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Tiny random checkpoints with a real tokenizer, in every format, for the parity tests.
 
-tests/checkpoint_writers.py writes the weights; a parity run also compares tokenizers,
+tests/checkpoint_writers.py writes the Llama-family weights, tests/gpt2_models.py GPT-2's
+(its writers are reused here, with this file's vocabulary); a parity run also compares tokenizers,
 so each checkpoint here gets a small byte-level BPE vocabulary trained (by the
 `tokenizers` library, deterministically) to exactly the model's vocabulary size:
 tokenizer.json + tokenizer_config.json in folders, the tokenizer.ggml.* keys in GGUF
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkpoint_writers import LLAMA2_PARAMS, LLAMA32_PARAMS, write_gguf, write_meta
+from gpt2_models import tiny_gpt2, write_bin, write_gguf_gpt2, write_hf
 from tiny_models import tiny_hf_model
 
 SPECIALS = ["<|endoftext|>", "<|im_end|>", "<|im_start|>"]  # ids 0, 1, 2
@@ -118,11 +120,18 @@ CASES = [
     ("llama32", "meta"), ("llama32", "hf"), ("llama32", "gguf"),
     ("qwen2", "hf"), ("qwen2", "hf-sharded"), ("qwen2", "gguf"),
 ]
+# GPT-2 as published: save_pretrained's safetensors, the hub's pytorch_model.bin, GGUF.
+GPT2_CASES = [("gpt2", "hf"), ("gpt2", "hf-sharded"), ("gpt2", "hf-bin"), ("gpt2", "gguf")]
+# Odd-sized like GPT-2's 50,257; the vocabulary below trains to exactly this many tokens.
+GPT2_VOCAB = 383
 
 
 def write_tiny(kind: str, fmt: str, folder: Path, rope_freqs: bool = False, **overrides) -> Path:
-    """A tiny random `kind` model ("llama2", "llama32", "qwen2") written as `fmt`, with its
-    tokenizer; returns the path to hand to llama-parity."""
+    """A tiny random `kind` model ("llama2", "llama32", "qwen2", "gpt2") written as `fmt`,
+    with its tokenizer; returns the path to hand to llama-parity. `overrides` are config
+    fields (num_hidden_layers=4; for GPT-2 its own names, n_layer=4)."""
+    if kind == "gpt2":
+        return _write_tiny_gpt2(fmt, folder, **overrides)
     hf = tiny_hf_model(kind, **overrides)
     style = "qwen2" if kind == "qwen2" else "gpt2"
     v = vocab(hf.config.vocab_size, style)
@@ -148,3 +157,24 @@ def write_tiny(kind: str, fmt: str, folder: Path, rope_freqs: bool = False, **ov
         with _gguf_vocab(v, "qwen2" if style == "qwen2" else "gpt-2"):
             return write_gguf(hf, folder / f"{kind}.gguf", "F32", rope_freqs=rope_freqs)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def _write_tiny_gpt2(fmt: str, folder: Path, **overrides) -> Path:
+    """GPT-2 small's shape scaled down (tests/gpt2_models.TINY_GPT2["small"]: 3 layers,
+    12 heads of 8, tied embeddings, gelu_new), a vocabulary of GPT2_VOCAB byte-level BPE
+    tokens with "<|endoftext|>" as id 0 (its bos/eos), in the format `fmt`."""
+    hf = tiny_gpt2("small", **{"vocab_size": GPT2_VOCAB, **overrides})
+    v = vocab(hf.config.vocab_size, "gpt2")
+    if fmt == "hf":
+        write_hf(hf, folder)
+    elif fmt == "hf-sharded":
+        hf.save_pretrained(folder, max_shard_size="100KB")
+    elif fmt == "hf-bin":  # the hub's original files: bare names, causal-mask buffers saved
+        write_bin(hf, folder)
+    elif fmt == "gguf":
+        folder.mkdir(parents=True, exist_ok=True)
+        return write_gguf_gpt2(hf, folder / "gpt2.gguf", tokens=v.tokens, merges=v.merges, token_types=v.types)
+    else:
+        raise ValueError(f"unknown GPT-2 format {fmt!r} (hf, hf-sharded, hf-bin, gguf)")
+    write_tokenizer_files(folder, v)
+    return folder

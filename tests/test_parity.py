@@ -15,20 +15,25 @@ import sys
 import pytest
 import torch
 
-from parity_checkpoints import CASES, write_tiny
+from parity_checkpoints import CASES, GPT2_CASES, write_tiny
 from scripts.parity import check, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = ["The capital of France is", "def fib(n):\n    return n", "Grüße aus Köln! 你好 🙂 2024"]
 
-# GPT-2 (issue 16) goes here: once llama/gpt2.py lands, give parity_checkpoints.write_tiny
-# a "gpt2" writer (HF folder, GGUF) and llama/parity/families.py a GPT-2 Family (the place
-# is marked there), then drop these skips.
-GPT2_CASES = [
-    pytest.param("gpt2", fmt, marks=pytest.mark.skip(reason="GPT-2 (issue 16): no parity table and tiny writer yet"))
-    for fmt in ("hf", "gguf")
-]
+# What every tiny checkpoint's report must compare, per family: hook names that must be
+# among the compared points, names that must not (the family has no such thing), and how
+# many points there are (top-level + per layer x layers; every hook point but scores).
+EXPECTED_POINTS = {
+    "llama": ({"tok_embeddings", "attention_norm", "attention.q", "attention.k_rot", "attention.probs",
+               "attention.heads", "feed_forward.gate", "feed_forward.act", "resid_post", "norm", "logits"},
+              {"pos_embeddings", "embeddings"}, 3, 16),
+    "gpt2": ({"tok_embeddings", "pos_embeddings", "embeddings", "attention_norm", "attention.q", "attention.k",
+              "attention.v", "attention.probs", "attention.heads", "attention.out", "resid_mid", "ffn_norm",
+              "feed_forward.up", "feed_forward.act", "feed_forward.out", "resid_post", "norm", "logits"},
+             {"attention.q_rot", "attention.k_rot", "feed_forward.gate"}, 5, 13),
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -36,33 +41,54 @@ GPT2_CASES = [
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind,fmt", CASES + GPT2_CASES, ids=[f"{k}-{f}" for k, f in CASES] + ["gpt2-hf", "gpt2-gguf"])
+@pytest.mark.parametrize("kind,fmt", CASES + GPT2_CASES, ids=[f"{k}-{f}" for k, f in CASES + GPT2_CASES])
 def test_tiny_checkpoint_passes(tmp_path, kind, fmt):
+    from weights import open_checkpoint
+
     path = write_tiny(kind, fmt, tmp_path / f"{kind}-{fmt}")
     report = check(path, PROMPTS)
     assert report.ok, report.table()
     assert report.exit_code == 0
     assert report.format == ("hf" if fmt.startswith("hf") else fmt)
     assert report.mode == "together"
+    family = "gpt2" if kind == "gpt2" else "llama"
+    assert report.family == family
+    must, must_not, n_top, n_per_layer = EXPECTED_POINTS[family]
+    n_layers = open_checkpoint(path).args.n_layers
     for p in report.prompts:
         assert p.logits_max_diff <= 1e-4 and p.cached_max_diff <= 1e-4 and p.cached_self_diff <= 1e-4
         assert p.top1_agree == p.cached_top1_agree == p.n_tokens
         # Every hook point transformers has was compared, and none is past its tolerance.
         hooks = {d.hook for d in p.points}
-        assert {"tok_embeddings", "attention_norm", "attention.q", "attention.k_rot", "attention.probs",
-                "attention.heads", "feed_forward.act", "resid_post", "norm", "logits"} <= hooks
-        assert len(p.points) == 3 + 16 * 2  # 3 top-level + 16 per layer (all 17 but scores)
+        assert must <= hooks and not (must_not & hooks)
+        assert len(p.points) == n_top + n_per_layer * n_layers
         assert all(d.within for d in p.points)
+        assert all(d.scale > 0 for d in p.points)  # real values on both sides, not empty tensors
     assert report.first_divergence is None
     assert report.tokenizer.available and not report.tokenizer.mismatches
     assert len(report.tokenizer.cases) > 30  # prompts + built-in corpus
     assert not report.config_diffs
     if fmt == "meta":
         assert "converted by llama.parity" in report.reference
+    if kind == "gpt2":
+        assert "GPT2LMHeadModel" in report.reference
+        assert ("pytorch_model.bin" in report.reference) == (fmt == "hf-bin")
+        # Where transformers' values came from: wte alone is the token embeddings, its
+        # hidden_states[0] is token + position, its last hidden state is after ln_f.
+        source = {d.name: d.source for d in report.prompts[0].points}
+        last = n_layers - 1
+        assert source["tok_embeddings"] == "transformer.wte output"
+        assert source["pos_embeddings"] == "transformer.wpe output"
+        assert source["embeddings"] == "hidden_states[0]"
+        assert source["layers.0.attention.k"] == "attn.c_attn output [D:2D]"
+        assert source["layers.0.resid_post"] == "hidden_states[1]"
+        assert source[f"layers.{last}.resid_post"] == "decoder layer output"
+        assert source["norm"] == f"hidden_states[{n_layers}]"
 
 
-def test_one_after_the_other_gives_the_same_numbers(tmp_path):
-    path = write_tiny("qwen2", "hf", tmp_path / "q")
+@pytest.mark.parametrize("kind,fmt", [("qwen2", "hf"), ("gpt2", "hf-bin")])
+def test_one_after_the_other_gives_the_same_numbers(tmp_path, kind, fmt):
+    path = write_tiny(kind, fmt, tmp_path / "q")
     together = check(path, PROMPTS[:1])
     apart = check(path, PROMPTS[:1], mode="one after the other")
     assert apart.mode == "one after the other" and apart.ok

@@ -118,6 +118,7 @@ def load_model(
     device: str | torch.device = "cpu",
     *,
     check_memory: bool = True,
+    parallel: str | None = None,
     **overrides: Any,
 ) -> Transformer:
     """Load a Meta, Hugging Face or GGUF checkpoint as an eval-mode Transformer.
@@ -128,6 +129,10 @@ def load_model(
     check_memory: refuse before loading a model that will not fit (see docs/CHECKPOINTS.md).
     overrides: ModelArgs fields that replace the checkpoint's, e.g. rope_scaling_factor=8.0
         for a Meta Llama 3.1 folder, or max_seq_len=2048 for a smaller RoPE table.
+    parallel: None, or "tensor" inside torchrun: each rank loads only its slice of the
+        weights (Meta's consolidated.NN.pth one per rank when the counts match) and every
+        rank gets the full logits; device "cuda" means each rank's own GPU. See
+        llama.parallel and docs/PARALLEL.md.
     """
     want = parse_dtype(dtype)
     try:
@@ -136,6 +141,12 @@ def load_model(
         raise CheckpointError(f"device {device!r} is not a torch device: use e.g. 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} was asked for, but CUDA is not available: use 'cpu'")
+    if parallel is not None:
+        if parallel != "tensor":
+            raise CheckpointError(f"parallel={parallel!r} is not supported: use None or 'tensor'")
+        from .parallel import load_tensor_parallel  # torch.distributed only when asked for
+
+        return load_tensor_parallel(path, want, dev, check_memory, **overrides)
     ckpt = open_checkpoint(path, **overrides)
     return build_model(ckpt, want, dev, check_mem=check_memory)
 

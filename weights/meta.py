@@ -132,7 +132,7 @@ def split_dim(name: str, shard_shape: tuple[int, ...], dim: int) -> int | None:
     return None
 
 
-def _parent_rope(folder: Path) -> dict[str, Any]:
+def parent_rope(folder: Path) -> dict[str, Any]:
     """Llama-3 RoPE settings from ../config.json when folder is an HF repo's original/."""
     config_path = folder.parent / "config.json"
     if folder.name != "original" or not config_path.is_file():
@@ -147,7 +147,11 @@ def _parent_rope(folder: Path) -> dict[str, Any]:
     return llama3_rope_fields(rope)
 
 
-def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
+# The rules below are shared by open_meta (merging) and weights.parallel (one rank's slice).
+
+
+def read_params(folder: Path) -> dict[str, Any]:
+    """params.json of a Meta folder as a dict with an integer 'dim', or a clear error."""
     params_path = folder / "params.json"
     try:
         params = json.loads(params_path.read_text())
@@ -155,26 +159,63 @@ def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
         raise CorruptCheckpointError(f"cannot read {params_path}: {e}") from None
     if not isinstance(params, dict):
         raise CorruptCheckpointError(f"{params_path} is not a JSON object")
+    if not isinstance(params.get("dim"), int):
+        raise CorruptCheckpointError(f"{params_path} has no integer 'dim'")
+    return params
+
+
+def shard_keys(folder: Path, paths: list[Path], shards: dict[int, dict[str, torch.Tensor]]) -> set[str]:
+    """The tensor names every opened shard (file index -> its tensors) holds; an error if
+    they differ or are not a Llama checkpoint's."""
+    first = min(shards)
+    keys = set(shards[first])
+    for i, s in shards.items():
+        if set(s) != keys:
+            diff = sorted(keys ^ set(s))[:5]
+            raise CorruptCheckpointError(
+                f"{paths[i].name} and {paths[first].name} in {folder} hold different tensors "
+                f"(e.g. {', '.join(diff)}): the shards do not belong together."
+            )
+    if "tok_embeddings.weight" not in keys:
+        raise CorruptCheckpointError(f"{paths[first]} has no tok_embeddings.weight: not a Llama checkpoint?")
+    return keys
+
+
+def meta_args(folder: Path, params: dict[str, Any], shapes: dict[str, tuple[int, ...]],
+              overrides: dict[str, Any]) -> ModelArgs:
+    """ModelArgs from params.json, the merged tensor shapes and the caller's overrides."""
+    fields = dict(params)
+    if fields.get("vocab_size", -1) == -1:
+        # Llama 2's params.json leaves the vocabulary to the tokenizer: read it off the
+        # embedding matrix instead.
+        fields["vocab_size"] = shapes["tok_embeddings.weight"][0]
+    if "output.weight" not in shapes:
+        # No output matrix (as in Llama 3.2 1B/3B, which tie it): use the embedding.
+        fields["tie_embeddings"] = True
+    if fields.get("use_scaled_rope") or overrides.get("use_scaled_rope"):
+        if "rope_scaling_factor" not in fields and "rope_scaling_factor" not in overrides:
+            fields.update(parent_rope(folder))
+    fields.update(overrides)
+    try:
+        return ModelArgs(**fields)
+    except ConfigError as e:
+        raise CheckpointError(f"{folder / 'params.json'}: {e}") from None
+
+
+def native_dtype(shard: dict[str, torch.Tensor]) -> torch.dtype:
+    """The dtype the checkpoint stores its weights in (float32 for anything unusual)."""
+    native = shard["tok_embeddings.weight"].dtype
+    return native if native in SUPPORTED_DTYPES else torch.float32
+
+
+def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
+    params = read_params(folder)
     paths = shard_paths(folder)
     if not paths:
         raise CheckpointNotFoundError(f"{folder} has params.json but no consolidated.NN.pth file")
     shards = [load_pth(p) for p in paths]
-
-    # Every shard must hold the same tensors.
-    keys = set(shards[0])
-    for p, s in zip(paths[1:], shards[1:]):
-        if set(s) != keys:
-            diff = sorted(keys ^ set(s))[:5]
-            raise CorruptCheckpointError(
-                f"{p.name} and {paths[0].name} in {folder} hold different tensors "
-                f"(e.g. {', '.join(diff)}): the shards do not belong together."
-            )
-
-    if "tok_embeddings.weight" not in keys:
-        raise CorruptCheckpointError(f"{paths[0]} has no tok_embeddings.weight: not a Llama checkpoint?")
-    dim = params.get("dim")
-    if not isinstance(dim, int):
-        raise CorruptCheckpointError(f"{params_path} has no integer 'dim'")
+    keys = shard_keys(folder, paths, dict(enumerate(shards)))
+    dim = params["dim"]
 
     # Shapes after merging, computed from the shard shapes (nothing read yet).
     shapes: dict[str, tuple[int, ...]] = {}
@@ -189,26 +230,8 @@ def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
             shape = shape[:d] + (sum(s[name].shape[d] for s in shards),) + shape[d + 1 :]
         shapes[name] = shape
 
-    fields = dict(params)
-    if fields.get("vocab_size", -1) == -1:
-        # Llama 2's params.json leaves the vocabulary to the tokenizer: read it off the
-        # embedding matrix instead.
-        fields["vocab_size"] = shapes["tok_embeddings.weight"][0]
-    if "output.weight" not in keys:
-        # No output matrix (as in Llama 3.2 1B/3B, which tie it): use the embedding.
-        fields["tie_embeddings"] = True
-    if fields.get("use_scaled_rope") or overrides.get("use_scaled_rope"):
-        if "rope_scaling_factor" not in fields and "rope_scaling_factor" not in overrides:
-            fields.update(_parent_rope(folder))
-    fields.update(overrides)
-    try:
-        args = ModelArgs(**fields)
-    except ConfigError as e:
-        raise CheckpointError(f"{params_path}: {e}") from None
-
-    native = shards[0]["tok_embeddings.weight"].dtype
-    if native not in SUPPORTED_DTYPES:
-        native = torch.float32
+    args = meta_args(folder, params, shapes, overrides)
+    native = native_dtype(shards[0])
 
     def read(name: str, dtype: torch.dtype) -> torch.Tensor:
         d = dims[name]
@@ -235,4 +258,5 @@ def open_meta(folder: Path, **overrides: Any) -> Checkpoint:
     )
 
 
-__all__ = ["open_meta", "is_meta_folder", "load_pth", "shard_paths", "split_dim"]
+__all__ = ["open_meta", "is_meta_folder", "load_pth", "shard_paths", "split_dim", "parent_rope",
+           "read_params", "shard_keys", "meta_args", "native_dtype"]

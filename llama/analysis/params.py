@@ -101,8 +101,17 @@ def weight_kinds(block: torch.nn.Module) -> tuple[list[str], list[str]]:
     return matrices, vectors
 
 
+def _whole(t: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a weight. A tensor-parallel model's weights are DTensors split
+    across ranks (llama.parallel): gathered one at a time, a collective, so every rank
+    must compute the same statistics (as every rank runs the same program)."""
+    full_tensor = getattr(t, "full_tensor", None)
+    return full_tensor() if callable(full_tensor) else t
+
+
 def _chunks(t: torch.Tensor):
     """Row blocks of a tensor as float32, each at most CHUNK_ELEMENTS elements."""
+    t = _whole(t.detach())
     t2 = t.detach().reshape(t.shape[0], -1) if t.dim() > 1 else t.detach().reshape(1, -1)
     rows_per = max(1, CHUNK_ELEMENTS // max(1, t2.shape[1]))
     for start in range(0, t2.shape[0], rows_per):
@@ -160,7 +169,7 @@ def param_stats(model: torch.nn.Module) -> ParamStats:
             st, row_norms = _scan(w)
             per[kind].append(st)
             # Matrices: one norm per output row. Norm weights (vectors): the values themselves.
-            rows[kind].append(row_norms if w.dim() > 1 else w.detach().float().numpy())
+            rows[kind].append(row_norms if w.dim() > 1 else _whole(w.detach()).float().numpy())
 
     # Histograms need a range first: the kind's pooled mean +- 6 std, within its extremes.
     hist_edges, hist = {}, {}

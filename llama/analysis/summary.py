@@ -127,6 +127,12 @@ def _tie_sentence(args, model: torch.nn.Module | None) -> str:
     return "untied: own output matrix"
 
 
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This process's part of a parameter (a DTensor's local slice; else the tensor)."""
+    to_local = getattr(p, "to_local", None)
+    return to_local() if callable(to_local) else p
+
+
 def _is_model(x) -> bool:
     return isinstance(x, torch.nn.Module) and hasattr(x, "args")
 
@@ -167,6 +173,10 @@ def model_summary(model_or_args, name: str = "model") -> ModelSummary:
         dtypes = sorted({dtype_name(p.dtype) for p in model.parameters()})
         nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
         loaded = f"{'/'.join(dtypes)}, {human_bytes(nbytes)}"
+        # A tensor-parallel model (llama.parallel): each rank holds its DTensor slices.
+        local = sum(_local(p).numel() * p.element_size() for p in model.parameters())
+        if local != nbytes:
+            loaded += f" ({human_bytes(local)} on this rank)"
     return ModelSummary(
         name=name,
         args=a,

@@ -58,7 +58,7 @@ other captures keep the fused (sdpa) path.
 from __future__ import annotations
 
 from .capture_file import CAPTURE_FORMAT, CAPTURE_VERSION, Capture, capture_order, load_capture, save_capture
-from .dispatch import EXPLICIT_ONLY, active_hooks
+from .dispatch import EXPLICIT_ONLY, active_hooks, tap_hooks
 from .edits import EditFn, ablate_heads, add_vector, intervene, patch_from
 from .gradient import gradients
 from .names import HookError, NameSpec, resolve_names
@@ -71,6 +71,7 @@ __all__ = [
     "EXPLICIT_ONLY",
     "resolve_names",
     "active_hooks",
+    "tap_hooks",
     "ActivationCache",
     "capture",
     "run_with_cache",

@@ -118,4 +118,21 @@ def active_hooks(model: torch.nn.Module) -> list[str]:
     return [prefix or "<root>" for prefix, m in tappable_modules(model) if m._tap_fn is not None]
 
 
-__all__ = ["EXPLICIT_ONLY", "HookSet", "Dispatcher", "installed", "active_hooks"]
+def tap_hooks(module: torch.nn.Module, local: str) -> tuple[bool, bool]:
+    """(observed, edited): does an active context capture / edit tap `local` of `module`?
+
+    For code that wraps a module's `tap` and wants to do extra work only for hooked points
+    (llama.parallel all-gathers a head-split value only when something reads or edits it).
+    When the module's `_tap_fn` is not a Dispatcher of ours, or chains another function,
+    nobody can tell what it does with the value: the answer is then (True, True).
+    """
+    fn = getattr(module, "_tap_fn", None)
+    if fn is None:
+        return False, False
+    if not isinstance(fn, Dispatcher) or fn.prev is not None:
+        return True, True
+    return (any(local in names for _, names in fn.observers),
+            any(local in names for _, names in fn.editors))
+
+
+__all__ = ["EXPLICIT_ONLY", "HookSet", "Dispatcher", "installed", "active_hooks", "tap_hooks"]

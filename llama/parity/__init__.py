@@ -14,8 +14,9 @@ or one after the other. This package never imports weights or tokenizer: it comp
 models it is handed, so it serves any loaded model (the studio's, a test's).
 
 Modules: families (which transformers value each hook point compares with, per model
-family), reference (the transformers side), compare (running and diffing), tokens (the
-tokenizer check and its corpus), report (the dataclasses, table and JSON).
+family: Llama and GPT-2), reference (the transformers side), compare (running and
+diffing), layerwise (one layer of each side at a time), tokens (the tokenizer check and
+its corpus), report (the dataclasses, table and JSON).
 docs/PARITY.md explains the columns and how the first divergence is found.
 """
 
@@ -32,7 +33,7 @@ from .compare import (
     run_ours,
     run_reference,
 )
-from .families import FAMILIES, LLAMA, Family, Source, family_for, family_for_model
+from .families import FAMILIES, GPT2_FAMILY, LLAMA, Family, Source, family_for, family_for_model
 from .reference import (
     INSTALL,
     Reference,
@@ -71,6 +72,7 @@ __all__ = [
     "Source",
     "FAMILIES",
     "LLAMA",
+    "GPT2_FAMILY",
     "family_for",
     "family_for_model",
     "INSTALL",

@@ -38,7 +38,7 @@ import torch
 from ..hooks import intervene as _intervene
 from ..hooks import run_with_cache
 from . import reference as ref_mod
-from .families import Family
+from .families import Family, family_for_model
 from .report import ConfigDiff, Divergence, ParityReport, PointDiff, Problem, PromptResult, TokenizerCheck
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
@@ -374,6 +374,12 @@ def compare(
     tol = default_tol(dtype) if tol is None else tol
     ids_list = encode_prompts(tokenizer, prompts, ours.args.vocab_size, ours.args.max_seq_len)
     family = reference.family
+    mine_family = family_for_model(ours)
+    if mine_family.name != family.name:
+        raise ParityInputError(
+            f"our model is a {mine_family.name} model and transformers' a {family.name} one "
+            f"({type(reference.model).__name__}): they were not loaded from the same checkpoint"
+        )
     names = comparable_names(ours, family)
     mine = run_ours(ours, ids_list, names, intervene=intervene, stepwise=stepwise)
     theirs = run_reference(reference, ids_list, names, ours.args.n_layers, ours.args.head_dim, stepwise=stepwise)

@@ -16,9 +16,10 @@ transformers side and how to turn it into our layout:
                        (our q_rot/k_rot: its q_proj/k_proj outputs rotated by its
                        apply_rotary_pos_emb with the cos/sin its model passed to the layer)
 
-A new family (GPT-2, issue 16) is one more `Family` here: its layer list, its table, its
-culprit wording, and how its config names our fields. Nothing else in llama.parity knows
-module names.
+A family is one `Family` here (LLAMA, GPT2): its layer list, its table, its culprit
+wording, and how its config names our fields. Nothing else in llama.parity knows module
+names, except the few lines of llama.parity.layerwise that call one layer of each side.
+Which table a model of ours gets is llama.family's answer for it (`family_for_model`).
 """
 
 from __future__ import annotations
@@ -86,12 +87,17 @@ class Source:
     "logits" | "module" | "derived"."""
 
     kind: str
-    module: str = ""  # "module": path below the decoder layer ("" = the layer itself)
+    # "module": path below the decoder layer for a per-layer point ("" = the layer itself),
+    # below the transformers model for a top-level one ("transformer.wpe").
+    module: str = ""
     io: str = "output"  # "module": "output" or "input" (the first positional input)
     index: int = 0  # "hidden_states": index, or offset from the layer number (per layer)
     layout: Callable[[torch.Tensor, int], torch.Tensor] = same
+    label: str = ""  # how the report names it, when the module and io do not say enough
 
     def describe(self, layer: int | None = None, n_layers: int | None = None) -> str:
+        if self.label:
+            return self.label
         if self.kind == "hidden_states":
             k = self.index if layer is None else layer + self.index
             if k < 0 and n_layers is not None:
@@ -111,9 +117,8 @@ class Source:
 class Family:
     """One model family's correspondence with transformers."""
 
-    name: str
+    name: str  # llama.family's name for the family ("llama", "gpt2"): how our models find it
     model_types: tuple[str, ...]  # transformers config.model_type values it covers
-    our_models: tuple[str, ...]  # class names of our models it covers
     layers: str  # path of the decoder-layer list in the transformers model
     top: dict[str, Source]  # our top-level hook names -> source
     per_layer: dict[str, Source]  # our per-layer local names -> source
@@ -122,6 +127,7 @@ class Family:
     final_norm: str = "model.norm"
     head: str = "lm_head"
     rotary: str = "model.rotary_emb"  # "" for a family without RoPE
+    positions: str = ""  # learned position embeddings (GPT-2's wpe), "" for none
     attn_weights_of: str = "self_attn"  # the module whose output[1] is the probabilities
     # The last layer's residual: transformers' last hidden state is after the final norm.
     last_resid: Source = Source("module", "")
@@ -274,7 +280,6 @@ LLAMA_CULPRITS = {
 LLAMA = Family(
     name="llama",
     model_types=("llama", "qwen2", "mistral"),
-    our_models=("Transformer",),  # llama.model.Transformer
     layers="model.layers",
     top={
         "tok_embeddings": Source("hidden_states", index=0),
@@ -334,23 +339,176 @@ LLAMA = Family(
     to_reference_state=llama_reference_state,
 )
 
-# GPT-2 (issue 16) goes here: a Family with layers="transformer.h", top entries for
-# tok_embeddings (the wte output: a module Source on the model, not hidden_states[0], which
-# already includes the position embeddings), pos_embeddings (wpe output), norm (ln_f,
-# a LayerNorm: hidden_states[-1]) and logits; per layer ln_1 -> attention_norm, the three
-# thirds of c_attn's output -> attention.q/k/v (no RoPE, so no q_rot/k_rot), attentions[i]
-# -> attention.probs, c_proj input/output -> heads/out, ln_2 -> ffn_norm, mlp.c_fc output
-# -> feed_forward.up, mlp.act output -> feed_forward.act, mlp output -> feed_forward.out;
-# culprits worded for LayerNorm (eps, weight, bias) and learned positions.
-FAMILIES: tuple[Family, ...] = (LLAMA,)
+# ---------------------------------------------------------------------------------------
+# GPT-2: transformers' GPT2LMHeadModel
+# ---------------------------------------------------------------------------------------
+#
+# Two things to mind. Its four projections are Conv1D modules: x @ W + b with W stored as
+# (in, out), the transpose of nn.Linear's. Their *outputs* are laid out as a Linear's, so
+# the table reads them as they are; only weights handed across (gpt2_reference_state)
+# turn around. And hidden_states[0] is token + position embeddings (what enters the first
+# block, our `embeddings`), not the token embeddings alone: those are wte's output.
 
 
-def family_for_model(model: torch.nn.Module) -> Family:
-    """The Family whose table covers one of our models (by its class name)."""
+def qkv_third(which: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """c_attn's output (B, T, 3D) = [q | k | v] -> one third, split into heads (B, T, H, Hd).
+    GPT-2 has no RoPE, so no row reordering: the heads are in order, as ours."""
+
+    def layout(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+        return _split_heads(x.chunk(3, dim=-1)[which], head_dim)  # (B, T, 3D) -> (B, T, H, Hd)
+
+    return layout
+
+
+def _gelu_kind(name: str) -> str:
+    """GPT-2's activation names that compute the same function, as one label."""
+    from ..gpt2 import GELU_TANH_NAMES
+
+    return "gelu (tanh approximation)" if name in GELU_TANH_NAMES else str(name)
+
+
+_GPT2_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+_GPT2_RENAMES = {  # our names -> transformers' names, per layer
+    "attention_norm": "ln_1",
+    "attention.wqkv": "attn.c_attn",
+    "attention.wo": "attn.c_proj",
+    "ffn_norm": "ln_2",
+    "feed_forward.w1": "mlp.c_fc",
+    "feed_forward.w2": "mlp.c_proj",
+}
+_GPT2_TOP = {"tok_embeddings.weight": "transformer.wte.weight", "pos_embeddings.weight": "transformer.wpe.weight",
+             "norm.weight": "transformer.ln_f.weight", "norm.bias": "transformer.ln_f.bias",
+             "output.weight": "lm_head.weight"}
+
+
+def gpt2_reference_state(state: dict[str, torch.Tensor], args: Any) -> dict[str, torch.Tensor]:
+    """Our GPT-2 state dict -> GPT2LMHeadModel's (written here, not borrowed from
+    weights.gpt2, so that the layer-by-layer run of a GGUF file does not trust our reader's
+    name map). Our projections are nn.Linear (out, in); transformers' Conv1D keeps (in, out)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        if name in _GPT2_TOP:
+            out[_GPT2_TOP[name]] = t
+            continue
+        _, i, rest = name.split(".", 2)  # layers.{i}.attention.wqkv.weight
+        stem, kind = rest.rsplit(".", 1)
+        theirs = _GPT2_RENAMES[stem]
+        if kind == "weight" and theirs in _GPT2_CONV1D:
+            t = t.t()  # (out, in) -> Conv1D's (in, out)
+        out[f"transformer.h.{i}.{theirs}.{kind}"] = t
+    return out
+
+
+GPT2_CULPRITS = {
+    "tok_embeddings": "the token embedding matrix (wte): how tok_embeddings.weight was read or dequantised",
+    "pos_embeddings": "the learned position embeddings (wpe): how pos_embeddings.weight was read, or which "
+    "positions were looked up (an offset from start_pos; GPT-2 has no RoPE)",
+    "embeddings": "the sum token + position embeddings that enters layer 0 (position embeddings added once, "
+    "to every sequence of the batch)",
+    "attention_norm": "the LayerNorm before attention (ln_1): its eps, its weight or its bias",
+    "attention.q": "the query third of the fused projection wqkv (c_attn): its weight or bias, the Conv1D "
+    "(in, out) transposition, or the q | k | v split order",
+    "attention.k": "the key third of the fused projection wqkv (c_attn): its weight or bias, the Conv1D "
+    "(in, out) transposition, or the q | k | v split order",
+    "attention.v": "the value third of the fused projection wqkv (c_attn): its weight or bias, the Conv1D "
+    "(in, out) transposition, or the q | k | v split order",
+    "attention.probs": "the attention scores: the 1/sqrt(head_dim) scale or the causal mask",
+    "attention.heads": "the weighted sum of values",
+    "attention.out": "the attention output projection wo (attn.c_proj): its weight or bias, or the Conv1D "
+    "(in, out) transposition",
+    "resid_mid": "the residual connection around attention",
+    "ffn_norm": "the LayerNorm before the MLP (ln_2): its eps, its weight or its bias",
+    "feed_forward.up": "the MLP up projection w1 (mlp.c_fc): its weight or bias, or the Conv1D (in, out) "
+    "transposition",
+    "feed_forward.act": "the activation: GELU with the tanh approximation (gelu_new), not exact GELU",
+    "feed_forward.out": "the MLP down projection w2 (mlp.c_proj): its weight or bias, or the Conv1D (in, out) "
+    "transposition",
+    "resid_post": "the residual connection around the MLP",
+    "norm": "the final LayerNorm (ln_f): its eps, its weight or its bias",
+    "logits": "the output matrix: tied to the token embedding (wte) or not, or how output.weight was read",
+}
+
+GPT2_FAMILY = Family(  # named so, not GPT2: that is our model class (llama.gpt2.GPT2)
+    name="gpt2",
+    model_types=("gpt2",),
+    layers="transformer.h",
+    top={
+        # wte's output: hidden_states[0] already has the positions added.
+        "tok_embeddings": Source("module", "transformer.wte"),
+        "pos_embeddings": Source("module", "transformer.wpe"),
+        "embeddings": Source("hidden_states", index=0),
+        # transformers applies ln_f to its last hidden state.
+        "norm": Source("hidden_states", index=-1),
+        "logits": Source("logits"),
+    },
+    per_layer={
+        "attention_norm": Source("module", "ln_1"),
+        "attention.q": Source("module", "attn.c_attn", layout=qkv_third(0), label="attn.c_attn output [:D]"),
+        "attention.k": Source("module", "attn.c_attn", layout=qkv_third(1), label="attn.c_attn output [D:2D]"),
+        "attention.v": Source("module", "attn.c_attn", layout=qkv_third(2), label="attn.c_attn output [2D:]"),
+        "attention.probs": Source("attentions"),
+        "attention.heads": Source("module", "attn.c_proj", io="input", layout=heads),
+        "attention.out": Source("module", "attn.c_proj"),
+        "resid_mid": Source("module", "ln_2", io="input"),
+        "ffn_norm": Source("module", "ln_2"),
+        "feed_forward.up": Source("module", "mlp.c_fc"),
+        "feed_forward.act": Source("module", "mlp.act"),
+        "feed_forward.out": Source("module", "mlp"),
+        "resid_post": Source("hidden_states", index=1),  # hidden_states[i + 1]
+    },
+    embeddings="transformer.wte",
+    positions="transformer.wpe",
+    final_norm="transformer.ln_f",
+    head="lm_head",
+    rotary="",
+    attn_weights_of="attn",
+    culprits=GPT2_CULPRITS,
+    config_pairs=(
+        ("width (n_embd)", lambda a: a.n_embd, lambda c: c.n_embd),
+        ("layers (n_layer)", lambda a: a.n_layer, lambda c: c.n_layer),
+        ("heads (n_head)", lambda a: a.n_head, lambda c: c.n_head),
+        ("MLP size (n_inner)", lambda a: a.hidden_dim, lambda c: c.n_inner or 4 * c.n_embd),
+        ("vocabulary (vocab_size)", lambda a: a.vocab_size, lambda c: c.vocab_size),
+        ("learned positions (n_positions)", lambda a: a.n_positions, lambda c: c.n_positions),
+        ("norm eps (layer_norm_epsilon)", lambda a: float(a.layer_norm_epsilon), lambda c: float(c.layer_norm_epsilon)),
+        ("activation (activation_function)", lambda a: _gelu_kind(a.activation_function),
+         lambda c: _gelu_kind(c.activation_function)),
+        ("tied embeddings (tie_word_embeddings)", lambda a: bool(a.tie_word_embeddings),
+         lambda c: bool(c.tie_word_embeddings)),
+    ),
+    evidence={
+        "tok_embeddings": ("vocabulary (vocab_size)",),
+        "pos_embeddings": ("learned positions (n_positions)",),
+        "attention_norm": ("norm eps (layer_norm_epsilon)",),
+        "ffn_norm": ("norm eps (layer_norm_epsilon)",),
+        "norm": ("norm eps (layer_norm_epsilon)",),
+        "attention.q": ("heads (n_head)",),
+        "attention.k": ("heads (n_head)",),
+        "attention.v": ("heads (n_head)",),
+        "attention.probs": ("heads (n_head)",),
+        "feed_forward.up": ("MLP size (n_inner)",),
+        "feed_forward.act": ("activation (activation_function)",),
+        "logits": ("tied embeddings (tie_word_embeddings)", "vocabulary (vocab_size)"),
+    },
+    to_reference_state=gpt2_reference_state,
+)
+
+FAMILIES: tuple[Family, ...] = (LLAMA, GPT2_FAMILY)
+
+
+def family_for_model(model: Any) -> Family:
+    """The Family whose table covers one of our models (or its .args): the one named as
+    llama.family names the model's family, so there is one rule for which family a model is."""
+    from ..family import FamilyError, family_of
+
+    try:
+        name = family_of(model).name
+    except FamilyError as e:
+        raise KeyError(str(e)) from None
     for fam in FAMILIES:
-        if type(model).__name__ in fam.our_models:
+        if fam.name == name:
             return fam
-    raise KeyError(f"no parity table for our model class {type(model).__name__}")
+    raise KeyError(f"no parity table for the {name} model family (tables: {', '.join(f.name for f in FAMILIES)})")
 
 
 def family_for(model_type: str) -> Family:
@@ -367,10 +525,12 @@ __all__ = [
     "Family",
     "FAMILIES",
     "LLAMA",
+    "GPT2_FAMILY",
     "family_for",
     "family_for_model",
     "pairs_from_rotate_half",
     "rotate_half_from_pairs",
     "llama_reference_state",
+    "gpt2_reference_state",
     "ours_rope_scaling",
 ]

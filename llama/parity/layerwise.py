@@ -13,13 +13,17 @@ through the KV cache is not compared in this mode (the table shows "-").
 
 Weights: ours come from the checkpoint reader (`weights.open_checkpoint(path).read`,
 handed in as `ckpt`: this module never imports weights). transformers' layers are built
-from its own config and, for a Hugging Face folder, read from the safetensors files by
-their Hugging Face names; for GGUF and Meta files they get our reader's tensors converted
-by the family table (as in reference_from_ours), so in those formats this mode checks
-the forward code, not the file reading.
+from its own config and, for a Hugging Face folder, read from its files (safetensors, or
+pytorch_model.bin memory-mapped) by their Hugging Face names; for GGUF and Meta files
+they get our reader's tensors converted by the family table (as in reference_from_ours),
+so in those formats this mode checks the forward code, not the file reading.
 
-Family-specific for now: our side calls llama.model's TransformerBlock(x, start_pos,
-freqs_cis, mask) and builds the RoPE table; a GPT-2 layer (issue 16) needs its own call.
+Both families. What differs is how each side embeds the tokens and calls one layer, in
+one small steps class per family (`STEPS`, keyed by the parity Family's name): Llama's
+TransformerBlock(x, start_pos, freqs_cis, mask) and LlamaDecoderLayer(h, attention_mask,
+position_ids, position_embeddings=(cos, sin)); GPT-2's GPT2Block(x, start_pos, mask) after
+token + position embeddings, and GPT2Block(h, attention_mask=...). Everything else (which
+tensors each part needs, what is compared) comes from the family table.
 """
 
 from __future__ import annotations
@@ -31,36 +35,55 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..family import family_of
 from ..hooks import capture
 from ..hooks import intervene as _intervene
-from ..model import Transformer, causal_mask, precompute_freqs_cis
+from ..model import causal_mask, precompute_freqs_cis
 from . import reference as ref_mod
 from .compare import SideRun
 from .families import Family, family_for
 
 
 class _HFTensors:
-    """Tensors of a Hugging Face folder by their names, one at a time (safetensors)."""
+    """Tensors of a Hugging Face folder by their names, one at a time: model.safetensors
+    (one file or shards with the index), or else pytorch_model.bin (memory-mapped,
+    weights only). A name may be stored without the base model's prefix ("h.0.ln_1.weight"
+    for "transformer.h.0.ln_1.weight", as the hub's original GPT-2 files have it)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, prefix: str = "") -> None:
         from safetensors import safe_open
 
         index = folder / "model.safetensors.index.json"
+        self.bin: dict[str, torch.Tensor] | None = None
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
-        else:
+        elif (folder / "model.safetensors").is_file():
             with safe_open(str(folder / "model.safetensors"), "pt") as f:
                 weight_map = {k: "model.safetensors" for k in f.keys()}
-        self.folder, self.weight_map = folder, weight_map
+        else:
+            self.bin = torch.load(folder / "pytorch_model.bin", map_location="cpu", mmap=True, weights_only=True)
+            weight_map = {k: "pytorch_model.bin" for k in self.bin}
+        self.folder, self.weight_map, self.prefix = folder, weight_map, prefix
+
+    def _stored(self, name: str) -> str | None:
+        if name in self.weight_map:
+            return name
+        bare = name.removeprefix(self.prefix) if self.prefix else name
+        return bare if bare in self.weight_map else None
 
     def __contains__(self, name: str) -> bool:
-        return name in self.weight_map
+        return self._stored(name) is not None
 
     def get(self, name: str) -> torch.Tensor:
         from safetensors import safe_open
 
-        with safe_open(str(self.folder / self.weight_map[name]), "pt") as f:
-            return f.get_tensor(name)
+        stored = self._stored(name)
+        if stored is None:
+            raise KeyError(f"{name} is not in {self.folder}")
+        if self.bin is not None:
+            return self.bin[stored]
+        with safe_open(str(self.folder / self.weight_map[stored]), "pt") as f:
+            return f.get_tensor(stored)
 
 
 class _Reference:
@@ -83,19 +106,22 @@ class _Reference:
                 config = AutoConfig.for_model(model_type, **cfg)
             with torch.device("meta"):
                 self.skeleton = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+        # Eval mode: from_config builds a model for training, and GPT-2's config has dropout.
+        self.skeleton.eval()
         self.config = config
         self.family: Family = family_for(config.model_type)
         self.dtype = dtype
         self.ckpt = ckpt
-        self.hf = _HFTensors(where) if kind == "hf" else None
+        prefix = f"{self.skeleton.base_model_prefix}." if getattr(self.skeleton, "base_model_prefix", "") else ""
+        self.hf = _HFTensors(where, prefix) if kind == "hf" else None
 
     def _tensors(self, hf_names: list[str], meta_prefix: str) -> dict[str, torch.Tensor]:
-        """{hf name: tensor} for these names, from the safetensors or converted from ours."""
+        """{hf name: tensor} for these names, from the folder's files or converted from ours."""
         if self.hf is not None:
             out = {}
             for n in hf_names:
-                if n not in self.hf and n == "lm_head.weight":
-                    n_src = "model.embed_tokens.weight"  # a tied checkpoint stores the matrix once
+                if n not in self.hf and n == f"{self.family.head}.weight":
+                    n_src = f"{self.family.embeddings}.weight"  # a tied checkpoint stores the matrix once
                 else:
                     n_src = n
                 out[n] = self.hf.get(n_src).to(self.dtype)
@@ -118,9 +144,10 @@ class _Reference:
         return type(rot)(config=self.config)
 
 
-def _our_shell(args: Any) -> Transformer:
+def _our_shell(args: Any) -> torch.nn.Module:
+    """Our model of the checkpoint's family (llama.family), every weight on the meta device."""
     with torch.device("meta"):
-        return Transformer(args)
+        return family_of(args).model()(args)
 
 
 def _load_part(module: torch.nn.Module, prefix: str, ckpt: Any, dtype: torch.dtype) -> None:
@@ -137,13 +164,85 @@ def _free(module: torch.nn.Module) -> None:
     module.to("meta")  # drops the storage; the next materialise assigns new tensors
 
 
-def _captured(shell: Transformer, wanted: list[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
+def _captured(shell: torch.nn.Module, wanted: list[str], run: Callable[[], Any]) -> dict[str, torch.Tensor]:
     if not wanted:
         run()
         return {}
     with capture(shell, wanted) as cache:
         run()
     return dict(cache)
+
+
+# ---------------------------------------------------------------------------------------
+# What differs between families: embedding the tokens and calling one layer, each side
+# ---------------------------------------------------------------------------------------
+
+
+class _LlamaSteps:
+    """Llama, Qwen2, Mistral: token embeddings only; RoPE inside every layer."""
+
+    our_parts = ("tok_embeddings",)  # our modules (and checkpoint prefixes) before layer 0
+
+    def __init__(self, shell: torch.nn.Module, ref: "_Reference", longest: int) -> None:
+        a = shell.args
+        self.shell, self.rot = shell, ref.rotary()
+        self.freqs = precompute_freqs_cis(a.head_dim, longest, a.rope_theta, shell.rope_scaling())  # (T, Hd/2)
+        self.emb = ref.materialise(ref.family.embeddings, "tok_embeddings.")
+
+    def ours(self, t: torch.Tensor) -> torch.Tensor:
+        """The lines of Transformer.forward before the first layer, taps included."""
+        return self.shell.tap("tok_embeddings", self.shell.tok_embeddings(t))  # (1, T, D)
+
+    def theirs(self, t: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        h = self.emb(t)  # (1, T, D)
+        return h, {"tok_embeddings": h}
+
+    def our_block(self, block: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return block(h, 0, self.freqs[: h.shape[1]], mask)
+
+    def their_kwargs(self, h: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+        pos = torch.arange(h.shape[1])[None]  # (1, T)
+        return {"attention_mask": mask, "position_ids": pos, "position_embeddings": self.rot(h, pos)}
+
+    def free(self) -> None:
+        _free(self.emb)
+
+
+class _GPT2Steps:
+    """GPT-2: token + learned position embeddings before layer 0; no RoPE."""
+
+    our_parts = ("tok_embeddings", "pos_embeddings")
+
+    def __init__(self, shell: torch.nn.Module, ref: "_Reference", longest: int) -> None:
+        fam = ref.family
+        self.shell = shell
+        self.wte = ref.materialise(fam.embeddings, "tok_embeddings.")
+        self.wpe = ref.materialise(fam.positions, "pos_embeddings.")
+
+    def ours(self, t: torch.Tensor) -> torch.Tensor:
+        """The lines of GPT2.forward before the first layer (start_pos 0), taps included."""
+        m = self.shell
+        tok = m.tap("tok_embeddings", m.tok_embeddings(t))  # (1, T, D)
+        pos = m.tap("pos_embeddings", m.pos_embeddings(torch.arange(t.shape[1]))[None])  # (1, T, D)
+        return m.tap("embeddings", tok + pos)
+
+    def theirs(self, t: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        tok, pos = self.wte(t), self.wpe(torch.arange(t.shape[1])[None])  # (1, T, D) each
+        h = tok + pos
+        return h, {"tok_embeddings": tok, "pos_embeddings": pos, "embeddings": h}
+
+    def our_block(self, block: torch.nn.Module, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return block(h, 0, mask)
+
+    def their_kwargs(self, h: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+        return {"attention_mask": mask}
+
+    def free(self) -> None:
+        _free(self.wte)
+        _free(self.wpe)
+
+
+STEPS = {"llama": _LlamaSteps, "gpt2": _GPT2Steps}  # parity Family name -> its steps
 
 
 def run_layerwise(
@@ -164,40 +263,43 @@ def run_layerwise(
     fam = ref.family
     args = ckpt.args
     shell = _our_shell(args)  # our model with every weight on the meta device
+    if fam.name not in STEPS or family_of(shell).name != fam.name:
+        raise ref_mod.ReferenceUnavailable(
+            f"layer by layer needs our model and transformers' of one family with a layer-by-layer runner: "
+            f"ours is {family_of(shell).name}, transformers' is model_type {ref.config.model_type!r} ({fam.name})")
     n = args.n_layers
     tokens = [torch.tensor([list(ids)]) for ids in ids_list]
     longest = max(t.shape[1] for t in tokens)
-    freqs = precompute_freqs_cis(args.head_dim, longest, args.rope_theta, shell.rope_scaling())  # (T, Hd/2)
     ours = SideRun(traces=[{} for _ in tokens], stepwise=[None] * len(tokens))
     theirs = SideRun(traces=[{} for _ in tokens], stepwise=[None] * len(tokens))
     by_layer: dict[int, list[str]] = {}
+    top: list[str] = []  # the points outside the layers: embeddings before, norm and logits after
     for name in names:
         found = fam.source(name, n)
-        if found is not None and found[0] is not None:
-            by_layer.setdefault(found[0], []).append(name)
-    top = [x for x in ("tok_embeddings", "norm", "logits") if x in names]
+        if found is not None:
+            (top if found[0] is None else by_layer.setdefault(found[0], [])).append(name)
     edits = _intervene(shell, intervene) if intervene else contextlib.nullcontext()
 
     with edits, torch.no_grad():
-        # Embeddings: ours is compared with transformers'; transformers' goes on as the input.
-        _load_part(shell.tok_embeddings, "tok_embeddings.", ckpt, dtype)
-        emb = ref.materialise(fam.embeddings, "tok_embeddings.")
-        rot = ref.rotary()
-        h_ref, h_ours, extra = [], [], []
+        # Embeddings: ours are compared with transformers'; transformers' go on as the input.
+        steps_cls = STEPS[fam.name]
+        for part in steps_cls.our_parts:
+            _load_part(shell.get_submodule(part), f"{part}.", ckpt, dtype)
+        steps = steps_cls(shell, ref, longest)
+        before = [x for x in top if x not in ("norm", "logits")]
+        h_ref, h_ours, masks = [], [], []
         for k, t in enumerate(tokens):
-            got = _captured(shell, [x for x in top if x == "tok_embeddings"],
-                            lambda: h_ours.append(shell.tap("tok_embeddings", shell.tok_embeddings(t))))
+            got = _captured(shell, before, lambda: h_ours.append(steps.ours(t)))
             ours.traces[k].update(got)
-            h = emb(t)  # (1, T, D)
-            theirs.traces[k]["tok_embeddings"] = h.float()
+            h, values = steps.theirs(t)
+            theirs.traces[k].update({x: v.float() for x, v in values.items() if x in before})
             h_ref.append(h)
             T = t.shape[1]
-            pos = torch.arange(T)[None]  # (1, T)
             # transformers' eager attention takes an additive (1, 1, T, T) mask.
-            mask = torch.full((T, T), torch.finfo(h.dtype).min, dtype=h.dtype).triu(1)[None, None]
-            extra.append((pos, rot(h, pos), mask))
-        _free(shell.tok_embeddings)
-        _free(emb)
+            masks.append(torch.full((T, T), torch.finfo(h.dtype).min, dtype=h.dtype).triu(1)[None, None])
+        for part in steps_cls.our_parts:
+            _free(shell.get_submodule(part))
+        steps.free()
 
         for i in range(n):
             block = shell.layers[i]
@@ -207,21 +309,19 @@ def run_layerwise(
             plain = [x for x in wanted if not x.endswith((".scores", ".probs"))]
             attn = [x for x in wanted if x.endswith((".scores", ".probs"))]
             for k, t in enumerate(tokens):
-                T = t.shape[1]
-                f, mask = freqs[:T], causal_mask(T, 0, h_ref[k].dtype, h_ref[k].device)
+                mask = causal_mask(t.shape[1], 0, h_ref[k].dtype, h_ref[k].device)
 
                 def on(h):
                     block.attention.cache.reset()
-                    return lambda: block(h, 0, f, mask)
+                    return lambda: steps.our_block(block, h, mask)
 
                 got = _captured(shell, plain, on(h_ref[k]))
                 got.update(_captured(shell, attn, on(h_ref[k])))  # the explicit path, for probs
                 ours.traces[k].update(got)
                 block.attention.cache.reset()
-                h_ours[k] = block(h_ours[k], 0, f, mask)  # our own running residual
+                h_ours[k] = steps.our_block(block, h_ours[k], mask)  # our own running residual
                 block.attention.cache.reset()
-                pos, cos_sin, ref_mask = extra[k]
-                values, h_ref[k] = ref_mod.layer_trace(fam, layer, i, h_ref[k], ref_mask, pos, cos_sin,
+                values, h_ref[k] = ref_mod.layer_trace(fam, layer, i, h_ref[k], steps.their_kwargs(h_ref[k], masks[k]),
                                                        wanted, n, args.head_dim)
                 theirs.traces[k].update(values)
             _free(block)
@@ -237,7 +337,7 @@ def run_layerwise(
             return lambda: shell.tap("logits", shell.output(shell.tap("norm", shell.norm(h))).float())
 
         for k in range(len(tokens)):
-            ours.traces[k].update(_captured(shell, [x for x in top if x != "tok_embeddings"], finish(h_ref[k])))
+            ours.traces[k].update(_captured(shell, [x for x in top if x in ("norm", "logits")], finish(h_ref[k])))
             ours.logits.append(finish(h_ours[k])())
             normed = norm(h_ref[k])
             theirs.traces[k]["norm"] = normed.float()
@@ -251,4 +351,4 @@ def run_layerwise(
     return ours, theirs, ref.config, fam
 
 
-__all__ = ["run_layerwise"]
+__all__ = ["run_layerwise", "STEPS"]

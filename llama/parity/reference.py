@@ -118,7 +118,12 @@ def load_reference(kind: str, where: str | Path, dtype: torch.dtype, ours: torch
         ) from e
     model.eval()
     family = _family(model)
-    what = "the same GGUF file (gguf_file=)" if kind == "gguf" else "the same safetensors files"
+    if kind == "gguf":
+        what = "the same GGUF file (gguf_file=)"
+    elif any(where.glob("*.safetensors")):
+        what = "the same safetensors files"
+    else:
+        what = "the same pytorch_model.bin"
     return Reference(model, family, f"transformers {transformers.__version__} {type(model).__name__} from {what}, eager attention")
 
 
@@ -230,15 +235,6 @@ def _layer_hooks(fam: Family, layers: dict[int, torch.nn.Module], plan: dict, at
     kwargs: dict[int, dict[str, Any]] = {}
     handles = []
 
-    def recorder(i: int, path: str):
-        def hook(module, args, output):
-            if args:
-                raw[i][f"{path} input"] = _first(args).detach()
-            raw[i][f"{path} output"] = _first(output).detach()
-            if isinstance(output, (tuple, list)) and len(output) > 1:
-                raw[i][f"{path} output[1]"] = output[1]
-        return hook
-
     def kw_recorder(i: int):
         def hook(module, args, kw):
             kwargs[i] = dict(kw)
@@ -248,11 +244,39 @@ def _layer_hooks(fam: Family, layers: dict[int, torch.nn.Module], plan: dict, at
         for i, paths in wanted.items():
             for path in paths:
                 mod = layers[i].get_submodule(path) if path else layers[i]
-                handles.append(mod.register_forward_hook(recorder(i, path)))
+                handles.append(mod.register_forward_hook(_recorder(raw[i], path)))
             if fam.kwargs_of:
                 attn = layers[i].get_submodule(fam.kwargs_of)
                 handles.append(attn.register_forward_pre_hook(kw_recorder(i), with_kwargs=True))
         yield raw, kwargs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _recorder(into: dict[str, Any], path: str):
+    """A forward hook keeping a module's first input and its output under "PATH input",
+    "PATH output" (and "PATH output[1]": the attention probabilities of an attention module)."""
+
+    def hook(module, args, output):
+        if args:
+            into[f"{path} input"] = _first(args).detach()
+        into[f"{path} output"] = _first(output).detach()
+        if isinstance(output, (tuple, list)) and len(output) > 1:
+            into[f"{path} output[1]"] = output[1]
+
+    return hook
+
+
+@contextlib.contextmanager
+def _top_hooks(model: torch.nn.Module, plan: dict):
+    """Forward hooks on the modules outside the decoder layers that top-level points read
+    (GPT-2's wte and wpe). Yields raw["transformer.wpe output"]; removed whatever happens."""
+    raw: dict[str, Any] = {}
+    paths = {src.module for layer, _, src in plan.values() if layer is None and src.kind == "module"}
+    handles = [model.get_submodule(path).register_forward_hook(_recorder(raw, path)) for path in paths]
+    try:
+        yield raw
     finally:
         for h in handles:
             h.remove()
@@ -279,7 +303,7 @@ def trace(ref: Reference, ids: torch.Tensor, names: list[str], n_layers: int, he
     plan = _plan(fam, names, n_layers)
     wants_probs = any(src.kind == "attentions" for _, _, src in plan.values())
     result: dict[str, torch.Tensor] = {}
-    with _layer_hooks(fam, layers, plan) as (raw, kwargs), torch.no_grad():
+    with _layer_hooks(fam, layers, plan) as (raw, kwargs), _top_hooks(model, plan) as top, torch.no_grad():
         out = model(input_ids=ids, output_hidden_states=True, output_attentions=wants_probs, use_cache=False)
         for name, (layer, local, src) in plan.items():
             if src.kind == "hidden_states":
@@ -288,21 +312,23 @@ def trace(ref: Reference, ids: torch.Tensor, names: list[str], n_layers: int, he
                 value = out.attentions[layer]
             elif src.kind == "logits":
                 value = out.logits
+            elif layer is None:  # a module outside the layers (GPT-2's wte, wpe)
+                value = top[f"{src.module} {src.io}"]
             else:
                 value = _value(fam, src, layer, local, raw, kwargs, layers)
             result[name] = src.layout(value, head_dim).float().cpu()
     return result
 
 
-def layer_trace(fam: Family, layer: torch.nn.Module, i: int, h: torch.Tensor, mask: torch.Tensor,
-                position_ids: torch.Tensor, position_embeddings: Any, names: list[str], n_layers: int,
-                head_dim: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One transformers decoder layer on input h (B, T, D): its values at our hook points
-    `names` of layer i (our layouts, float32, CPU) and its output (for the next layer)."""
+def layer_trace(fam: Family, layer: torch.nn.Module, i: int, h: torch.Tensor, layer_kwargs: dict[str, Any],
+                names: list[str], n_layers: int, head_dim: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One transformers decoder layer on input h (B, T, D), called as layer(h, **layer_kwargs)
+    (the mask, and for RoPE families the positions and cos/sin): its values at our hook
+    points `names` of layer i (our layouts, float32, CPU) and its output (for the next layer)."""
     plan = {n: v for n, v in _plan(fam, names, n_layers).items() if v[0] == i}
     result: dict[str, torch.Tensor] = {}
     with _layer_hooks(fam, {i: layer}, plan, attn_weights=True) as (raw, kwargs), torch.no_grad():
-        out = _first(layer(h, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings))
+        out = _first(layer(h, **layer_kwargs))
         for name, (_, local, src) in plan.items():
             if src.kind == "hidden_states" or (src.kind == "module" and src.module == "" and src.io == "output"):
                 value = out  # this layer's output is the residual after it

@@ -214,6 +214,7 @@ def _layer_rows(report: ParityReport) -> list[str]:
     difference over the prompts at resid_post and at the attention probabilities, and the
     point of that layer nearest its tolerance."""
     rows: dict[Any, dict[str, PointDiff]] = {}  # layer number or top-level name -> slot -> worst
+    first_rows: list[str] = []  # top-level points before the first layer (embeddings), in order
 
     def keep(row: dict[str, PointDiff], slot: str, d: PointDiff) -> None:
         if slot not in row or d.ratio > row[slot].ratio:
@@ -221,6 +222,8 @@ def _layer_rows(report: ParityReport) -> list[str]:
 
     for p in report.prompts:
         for d in p.points:
+            if d.layer is None and not any(isinstance(k, int) for k in rows) and d.hook not in first_rows:
+                first_rows.append(d.hook)
             row = rows.setdefault(d.hook if d.layer is None else d.layer, {})
             keep(row, "worst", d)
             if d.hook == "resid_post":
@@ -232,7 +235,7 @@ def _layer_rows(report: ParityReport) -> list[str]:
     ]
     layers = sorted(k for k in rows if isinstance(k, int))
     others = [k for k in rows if not isinstance(k, int)]
-    for key in [k for k in others if k == "tok_embeddings"] + layers + [k for k in others if k != "tok_embeddings"]:
+    for key in [k for k in others if k in first_rows] + layers + [k for k in others if k not in first_rows]:
         row = rows[key]
         w = row["worst"]
         nearest = f"{w.hook} {w.ratio:.2f}" if math.isfinite(w.ratio) else f"{w.hook} ({w.shape_error})"

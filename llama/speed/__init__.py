@@ -87,6 +87,13 @@ def optimize(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"optimize takes a model (torch.nn.Module), got {type(model).__name__}")
+    from ..parallel import is_parallel  # deferred: torch.distributed only when called
+
+    if is_parallel(model):  # DTensor weights (llama.parallel): no kernel here has rules for them
+        if quantize is not None or compile:
+            raise ValueError("optimize(quantize=..., compile=True) cannot change a tensor-parallel "
+                             "model (its weights are split across ranks); run it as it is")
+        return model  # the plain kernels, as loaded
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
