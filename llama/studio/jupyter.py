@@ -53,9 +53,10 @@ class View:
 class Studio:
     """The studio's views for a notebook or a script: one call, one View.
 
-    The notebook may run the model itself between two views (that is what notebooks
-    are for), which leaves the model's KV cache holding something else; so every call
-    here starts from an empty cache record (a short prefill, never a stale logit).
+    The notebook's own client is one llama.session.Session, like a browser tab's. The
+    notebook may run the model itself between two views (that is what notebooks are
+    for); the library notices (every forward pass is counted) and the next view prefills
+    its text again rather than trust keys and values that are no longer its own.
     """
 
     CLIENT = "notebook"
@@ -64,19 +65,13 @@ class Studio:
         self.engine = engine or Engine(model, tokenizer, name=name)
         self._server = None
 
-    def _fresh(self) -> None:
-        h = self.engine.handle
-        with h.lock:
-            h.ctx.forget()
-
     def view(self, kind: str, text: str | None = None, **options) -> View:
         """Any view by name (`Studio.kinds()`); text views need `text`."""
-        from .engine import VIEWS, EngineError
+        from .engine import KINDS, EngineError
 
-        if kind not in VIEWS:
-            raise EngineError(f"unknown view {kind!r}; views: {', '.join(VIEWS)}")
-        self._fresh()
-        if VIEWS[kind].needs == "text":
+        if kind not in KINDS:
+            raise EngineError(f"unknown view {kind!r}; views: {', '.join(KINDS)}")
+        if KINDS[kind].needs == "text":
             if not text:
                 raise EngineError(f"the {kind} view needs a text: studio.view({kind!r}, \"The capital of France is\")")
             self.engine.set_text(self.CLIENT, text)
@@ -85,11 +80,11 @@ class Studio:
             raise EngineError(f"the {kind} view shows the model only: call it without a text")
         return View(self.engine.view(None, kind, options))
 
-    @staticmethod
-    def kinds() -> list[str]:
-        from .engine import VIEWS
+    def kinds(self) -> list[str]:
+        """The views that apply to this model (rope is Llama's, positions GPT-2's)."""
+        from .engine import KINDS
 
-        return list(VIEWS)
+        return [k for k in KINDS if self.engine.available(k)]
 
     # One method per view, for tab completion and help().
     def topk(self, text: str, **options) -> View:
@@ -100,6 +95,10 @@ class Studio:
         """Every layer x head, and one head enlarged; option: layer."""
         return self.view("attention", text, **options)
 
+    def head_scores(self, text: str, **options) -> View:
+        """Previous-token, first-token and induction score of every head; options: induction, length."""
+        return self.view("head_scores", text, **options)
+
     def lens(self, text: str, **options) -> View:
         """Logit lens grid; option: k (candidates per cell)."""
         return self.view("lens", text, **options)
@@ -107,6 +106,10 @@ class Studio:
     def residual(self, text: str, **options) -> View:
         """PCA (2-D, 3-D), trajectories, activation norms; options: stages, skip_first."""
         return self.view("residual", text, **options)
+
+    def embeddings(self, text: str, **options) -> View:
+        """The text's token vectors in 3-D (PCA of the embedding rows); option: dims."""
+        return self.view("embeddings", text, **options)
 
     def saliency(self, text: str, **options) -> View:
         """Input x gradient per token; options: position, target."""
@@ -119,6 +122,14 @@ class Studio:
     def intervene(self, text: str, **options) -> View:
         """Ablate / steer / patch, top-k beside the clean run; options: edit, layer, head, ..."""
         return self.view("intervene", text, **options)
+
+    def patching(self, text: str, corrupt: str, **options) -> View:
+        """Activation patching map from a second prompt; options: site, answer, wrong, position."""
+        return self.view("patching", text, corrupt=corrupt, **options)
+
+    def ablation(self, text: str, **options) -> View:
+        """Every head ablated on its own: the change of log p(target); options: mode, target."""
+        return self.view("ablation", text, **options)
 
     def tour(self, text: str, **options) -> View:
         """The llama-explain walkthrough as pages; options: layer, head, pair, position."""
@@ -134,7 +145,12 @@ class Studio:
         return self.view("params")
 
     def rope(self, **options) -> View:
+        """RoPE frequencies (Llama); option: positions."""
         return self.view("rope", **options)
+
+    def positions(self, **options) -> View:
+        """Learned position embeddings (GPT-2); option: positions."""
+        return self.view("positions", **options)
 
     # -- the full page -------------------------------------------------------------------
     def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:

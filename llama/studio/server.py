@@ -4,7 +4,7 @@ out, generation streamed as Server-Sent Events.
 Why the standard library: the studio must install with the package and run offline, and
 it serves one person (or a few tabs) on their own machine. http.server does that with no
 dependency at all; a thread per request is plenty for a model that runs one forward pass
-at a time anyway (the engine serialises model use with one lock). No framework, nothing
+at a time anyway (every use of it holds llama.generate.model_lock). No framework, nothing
 that can call the network, nothing to build.
 
 Routes (docs/STUDIO.md has the payloads):
@@ -45,7 +45,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from .engine import Engine, EngineError
+from .engine import KINDS, Engine, EngineError
 from .export import STATIC_FILES, standalone_html, static_text
 
 MAX_BODY = 1 << 20  # 1 MiB for ordinary requests
@@ -210,7 +210,8 @@ class StudioHandler(BaseHTTPRequestHandler):
             options = data.get("options", {})
             if not isinstance(options, dict):
                 raise BadRequest("\"options\" must be a JSON object")
-            client = self._client(data) if arg not in ("summary", "architecture", "params", "rope") else data.get("client")
+            spec = KINDS.get(arg)
+            client = self._client(data) if spec is None or spec.needs == "text" else data.get("client")
             return self._json(200, self.engine.view(client, arg, options))
         if route not in _POST_ROUTES or arg:
             raise BadRequest(f"no such endpoint: {path}", 404)

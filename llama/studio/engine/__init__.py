@@ -1,4 +1,4 @@
-"""The studio's one adapter to the engine: every other studio module calls only this.
+"""The studio's one adapter to the library: every other studio module calls only this.
 
     from llama.studio.engine import Engine
     engine = Engine(model, tokenizer, name="SmolLM2-135M-Instruct")
@@ -9,40 +9,43 @@
 Everything it returns is a JSON-able dict whose schema docs/STUDIO.md gives per view;
 everything it raises for a bad request is an `EngineError` whose message is for the user.
 
-What is underneath changes, the surface does not. Today (before issues 13 and 14 land)
-the engine is built from what main has: llama.generate (CachedContext, sampling),
-llama.hooks (captures, interventions), llama.plots' compute functions, llama.explain's
-walkthrough and SourceMap. Each stopgap sits in one private module, marked STOPGAP:
+Underneath, all of it is the library:
 
-    _state.py     client text / ids / KV cache / generation   -> llama.session.Session
-    _registry.py  view kinds, options, hooks read              -> llama.analysis' registry
-    _views.py     attention, lens, residual, saliency, model   -> llama.analysis
-    _interp.py    DLA, ablation, steering, patching            -> llama.interp
-    _source.py    hook name -> model.py line                   -> the public source locator
+    _clients.py   one llama.session.Session per client, one call at a time per client
+    _kinds.py     the studio's view kinds and their options (library options where they are the library's)
+    _views.py     llama.analysis.compute_view (and llama.explain, llama.hooks.hook_shapes)
+    _interp.py    llama.interp: attribution, ablation, steering, patching, head scores
+    _source.py    llama.source.hook_source, with context lines for the side panel
+    _json.py      rounding, non-finite -> None, uint16 packing, token texts
 
-Clients: one `TextState` per client id (a browser tab, a notebook), at most
-`max_clients` (the least recently used is dropped), all sharing one model through one
-lock and one record of what the KV cache holds (see _state.py).
+Clients: one `Client` per client id (a browser tab, a notebook), at most `max_clients`
+(the least recently used idle one is dropped), all sharing one model; every use of the
+model holds its lock (llama.generate.model_lock).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Iterator
 
-from ._json import token_list
-from ._registry import VIEWS, EngineError, parse_options
-from ._source import locate_all, source_file
-from ._state import ModelHandle, Sampling, TextState
-from . import _interp, _views
+from llama.analysis import VIEW_KINDS, AnalysisError, ViewSource, compute_view
+from llama.family import family_of
+from llama.generate import GenerationError, model_lock
+from llama.interp import InterpError
+from llama.session import SessionError
 
-_TEXT_VIEWS = {"attention": _views.attention, "lens": _views.lens, "residual": _views.residual,
-               "saliency": _views.saliency, "dla": _interp.dla, "intervene": _interp.intervene}
-_MODEL_VIEWS = {"summary": _views.summary, "architecture": _views.architecture,
-                "params": _views.params, "rope": _views.rope}
+from ._clients import Client, Sampling
+from ._interp import BUILDERS as INTERP_BUILDERS
+from ._json import token_list
+from ._kinds import KINDS, EngineError, parse_options
+from ._source import locate_all, source_file
+from ._views import MODEL_BUILDERS, TEXT_BUILDERS, Job
 
 SAMPLING_OPTIONS = ("show", "temperature", "top_k", "top_p")
+VIEWS = KINDS  # the view kinds (name -> StudioKind), in the page's order
+_LIBRARY_ERRORS = (AnalysisError, InterpError, SessionError, GenerationError)
 
 
 def check_client_id(client) -> str:
@@ -52,58 +55,86 @@ def check_client_id(client) -> str:
     return client
 
 
+def hook_patterns(names) -> list[str]:
+    """Hook names as read (layers.0.resid_post ... layers.29.resid_post) shortened to the
+    patterns a reader scans (layers.*.resid_post): a name that occurs in several layers
+    becomes one pattern; a single layer stays as it is."""
+    names = list(dict.fromkeys(names))
+    generic = [re.sub(r"^layers\.\d+\.", "layers.*.", n) for n in names]
+    counts = {g: generic.count(g) for g in generic}
+    return list(dict.fromkeys(g if counts[g] > 1 else n for n, g in zip(names, generic)))
+
+
 class Engine:
     """A loaded model and tokenizer, served to many clients."""
 
     def __init__(self, model, tokenizer, name: str = "model", path: str | None = None,
-                 max_clients: int = 32) -> None:
-        self.handle = ModelHandle(model, tokenizer, name, path)
+                 max_clients: int = 32, speed: str | None = None) -> None:
+        self.model, self.tokenizer, self.name, self.path = model, tokenizer, name, path
+        self.speed = speed  # how the model runs (the command's banner), for info()
+        self.family = family_of(model)
         self.max_clients = max_clients
-        self._clients: dict[str, TextState] = {}
+        self.lock = model_lock(model)  # the library's lock: every use of the model holds it
+        self._clients: dict[str, Client] = {}
         self._clients_lock = threading.Lock()
-
-    @property
-    def model(self):
-        return self.handle.model
-
-    @property
-    def tokenizer(self):
-        return self.handle.tok
+        # The model alone as llama.analysis sees it (parameter statistics are kept on it).
+        self._model_source = ViewSource(model.args, model, tokenizer, name=name)
+        self._why_not = {k.name: self._unavailable(k) for k in KINDS.values()}
 
     # -- clients -----------------------------------------------------------------------
-    def client(self, client: str) -> TextState:
+    def client(self, client: str) -> Client:
         client = check_client_id(client)
         with self._clients_lock:
-            st = self._clients.get(client)
-            if st is None:
+            c = self._clients.get(client)
+            if c is None:
                 if len(self._clients) >= self.max_clients:
-                    idle = [s for s in self._clients.values() if s._idle.is_set()]
-                    oldest = min(idle or self._clients.values(), key=lambda s: s.last_used)
+                    idle = [x for x in self._clients.values() if not x.generating]
+                    oldest = min(idle or self._clients.values(), key=lambda x: x.last_used)
                     oldest.stop_generation(wait=False)
                     del self._clients[oldest.client]
-                st = self._clients[client] = TextState(self.handle, client)
-            st.last_used = time.monotonic()
-            return st
+                c = self._clients[client] = Client(self.model, self.tokenizer, self.name, client)
+            c.last_used = time.monotonic()
+            return c
 
     def clients(self) -> list[str]:
         with self._clients_lock:
             return list(self._clients)
 
     # -- the model -------------------------------------------------------------------------
+    def _unavailable(self, kind) -> str | None:
+        """Why a view kind shows nothing for this model (None: it does): the library's own
+        message for the first library kind that does not apply to the family."""
+        for lib in kind.library:
+            if not VIEW_KINDS[lib].applies_to(self.model):
+                try:
+                    compute_view(lib, self._model_source)
+                except AnalysisError as e:
+                    return str(e)
+                return f"the {lib} view does not apply to {self.family.title} models"
+        return None
+
+    def available(self, kind: str) -> bool:
+        return self._why_not.get(kind) is None
+
     def info(self) -> dict:
-        m, a = self.handle.model, self.handle.model.args
+        m, a = self.model, self.model.args
         w = m.tok_embeddings.weight
+        views = []
+        for k in KINDS.values():
+            d = k.describe(self.family.residual_input)
+            d["sources"] = [] if k.name == "tour" else locate_all(m, d["hooks"])
+            d["available"], d["why_not"] = self._why_not[k.name] is None, self._why_not[k.name]
+            views.append(d)
         return {
-            "kind": "info", "name": self.handle.name, "path": self.handle.path,
-            "family": type(m).__name__, "args": a.to_dict(),
+            "kind": "info", "name": self.name, "path": self.path,
+            "family": self.family.title, "family_name": self.family.name,
+            "model_class": type(m).__name__, "source": self.family.source, "args": a.to_dict(),
             "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.n_kv_heads,
             "dim": a.dim, "head_dim": a.head_dim, "vocab_size": a.vocab_size,
             "max_seq_len": a.max_seq_len, "n_params": m.num_params(),
-            "dtype": str(w.dtype).replace("torch.", ""), "device": str(w.device),
-            "has_chat_template": bool(getattr(self.handle.tok, "has_chat_template", False)),
-            "hook_names": len(m.hook_names()),
-            "views": [dict(v.describe(), sources=[] if v.name == "tour" else locate_all(m, v.hooks))
-                      for v in VIEWS.values()],
+            "dtype": str(w.dtype).replace("torch.", ""), "device": str(w.device), "speed": self.speed,
+            "has_chat_template": bool(getattr(self.tokenizer, "has_chat_template", False)),
+            "hook_names": len(m.hook_names()), "views": views,
             "default_prompt": "The capital of France is",
         }
 
@@ -124,35 +155,35 @@ class Engine:
         s, show = self.sampling(sampling)
         if not isinstance(chat, bool) or not isinstance(truncate, bool):
             raise EngineError("chat and truncate must be true or false")
-        st = self.client(client)
-        st.set_text(text, chat=chat, truncate=truncate)
-        return st.payload(s, show)
+        c = self.client(client)
+        c.set_text(text, chat=chat, truncate=truncate)
+        return c.payload(s, show)
 
     def pick(self, client: str, token_id: int, sampling: dict | None = None) -> dict:
         s, show = self.sampling(sampling)
-        st = self.client(client)
-        st.pick(token_id)
-        return st.payload(s, show)
+        c = self.client(client)
+        c.pick(token_id)
+        return c.payload(s, show)
 
     def back(self, client: str, n: int = 1, sampling: dict | None = None) -> dict:
         s, show = self.sampling(sampling)
-        st = self.client(client)
-        st.back(n)
-        return st.payload(s, show)
+        c = self.client(client)
+        c.back(n)
+        return c.payload(s, show)
 
     def step(self, client: str, seed: int | None = None, sampling: dict | None = None) -> dict:
         s, show = self.sampling(sampling)
         _check_seed(seed)
-        st = self.client(client)
-        chosen = st.step(s, seed)
-        out = st.payload(s, show)
+        c = self.client(client)
+        chosen = c.step(s, seed)
+        out = c.payload(s, show)
         out["chosen"] = chosen
         return out
 
     def reset(self, client: str) -> dict:
-        st = self.client(client)
-        st.reset()
-        return st.payload()
+        c = self.client(client)
+        c.reset()
+        return c.payload()
 
     def generate(self, client: str, n: int = 20, seed: int | None = None,
                  sampling: dict | None = None) -> Iterator[dict]:
@@ -160,10 +191,10 @@ class Engine:
         at the first next() (EngineError there means nothing was generated)."""
         s, show = self.sampling(sampling)
         _check_seed(seed)
-        st = self.client(client)
-        for event in st.generate(n, s, seed):
+        c = self.client(client)
+        for event in c.generate(n, s, seed):
             if event["type"] == "done":
-                event["state"] = st.payload(s, show)
+                event["state"] = c.payload(s, show)
             yield event
 
     def stop(self, client: str) -> bool:
@@ -172,35 +203,45 @@ class Engine:
     # -- views -------------------------------------------------------------------------------
     def view(self, client: str | None, kind: str, options: dict | None = None) -> dict:
         """The payload of one view (docs/STUDIO.md); text views use the client's tokens."""
-        if kind not in VIEWS:
-            raise EngineError(f"unknown view {kind!r}; views: {', '.join(VIEWS)}")
-        spec = VIEWS[kind]
+        if kind not in KINDS:
+            raise EngineError(f"unknown view {kind!r}; views: {', '.join(KINDS)}")
+        spec = KINDS[kind]
         opts = parse_options(kind, options)
-        h = self.handle
-        ids: list[int] = []
-        version = None
-        if kind in _MODEL_VIEWS:
-            payload = _MODEL_VIEWS[kind](h, opts)
-        else:
-            st = self.client(client)
-            ids, logits, version = st.snapshot()
-            if kind == "topk":
-                payload = st.payload(Sampling(opts["temperature"], opts["top_k"], opts["top_p"]), opts["show"])
-                payload["kind"] = "topk"
-            elif kind == "tour":
-                payload = _views.tour(h, ids, opts, st.memo, text=st.text if not st.chat and st.text
-                                      and list(h.tok.encode(st.text)) == ids else "")
+        if self._why_not[kind] is not None:
+            raise EngineError(self._why_not[kind])
+        version, ids = None, []
+        try:
+            if spec.needs == "model":
+                with self.lock:
+                    payload = MODEL_BUILDERS[kind](Job(self.model, self.tokenizer, self.name,
+                                                       self._model_source, opts))
             else:
-                payload = _TEXT_VIEWS[kind](h, ids, opts, st.memo)
+                c = self.client(client)
+                with c.lock:
+                    if kind == "topk":
+                        s = Sampling(opts["temperature"], opts["top_k"], opts["top_p"])
+                        payload = dict(c.payload(s, opts["show"]), kind="topk")
+                    else:
+                        c.check_idle()
+                        if not c.session.ids:
+                            raise EngineError("there is no text yet: type some first")
+                        build = TEXT_BUILDERS.get(kind) or INTERP_BUILDERS[kind]
+                        with self.lock:
+                            payload = build(Job(self.model, self.tokenizer, self.name,
+                                                c.view_source(), opts, c))
+                        c.trim_cache()
+                    version, ids = c.version, c.session.ids
+        except _LIBRARY_ERRORS as e:
+            raise EngineError(str(e)) from None
         payload.setdefault("warnings", [])
-        reads = payload.pop("reads", None) or spec.hooks  # what this payload really read
+        reads = hook_patterns(payload.pop("reads", None) or spec.hook_patterns(self.family.residual_input))
         payload.update({
-            "title": spec.title, "help": spec.help, "model": h.name, "options": opts,
-            "hooks": list(reads), "sources": [] if kind == "tour" else locate_all(h.model, reads),
-            "version": version,
+            "title": spec.title, "help": spec.help, "model": self.name, "family": self.family.title,
+            "options": opts, "hooks": reads,
+            "sources": [] if kind == "tour" else locate_all(self.model, reads), "version": version,
         })
         if spec.needs == "text":
-            payload.setdefault("tokens", token_list(h.tok, ids))
+            payload.setdefault("tokens", token_list(self.tokenizer, ids))
         return payload
 
     def view_text(self, text: str, kind: str, options: dict | None = None, client: str = "notebook") -> dict:
@@ -210,7 +251,7 @@ class Engine:
 
     def source(self, path: str) -> dict:
         try:
-            return source_file(self.handle.model, path)
+            return source_file(self.model, path)
         except KeyError as e:
             raise EngineError(str(e.args[0])) from None
 
@@ -220,4 +261,4 @@ def _check_seed(seed) -> None:
         raise EngineError(f"seed must be a non-negative integer (or none), got {seed!r}")
 
 
-__all__ = ["Engine", "EngineError", "VIEWS", "SAMPLING_OPTIONS", "check_client_id"]
+__all__ = ["Engine", "EngineError", "VIEWS", "KINDS", "SAMPLING_OPTIONS", "check_client_id", "hook_patterns"]

@@ -1,210 +1,311 @@
-"""Attribution and interventions for the studio, written by hand with llama.hooks.
+"""Attribution and interventions for the studio, as payloads over llama.interp.
 
-STOPGAP (issue 14): llama.interp will provide logit_attribution, head ablation, steering
-and patching, tested against hand computations and transformers. When it lands, `dla`
-calls `llama.interp.logit_attribution` and `intervene` the matching llama.interp helpers;
-the payloads (docs/STUDIO.md) stay as they are. Until then these are the plain textbook
-versions, checked by tests/test_studio_engine.py (the DLA parts sum to the logit; an
-ablated head's output is really zero; a patch from the same prompt changes nothing).
+    dla         llama.interp.attribution (the parts of one logit, heads split)
+    intervene   one edit, the next-token table beside the clean run's: ablated_logits
+                (a head, or every head of a block), steering_vector + steer, patched_logits;
+                an MLP is knocked out with llama.hooks.intervene
+    patching    llama.interp.patching with logit_diff_metric: a layer x position (or head) map
+    ablation    llama.interp.head_ablation_sweep with logprob_metric: a layer x head map
+    head_scores llama.interp.attention_head_scores and induction_scores
+
+Each builder runs with the model's lock held (the engine takes it); llama.interp resets
+the model's KV cache after its runs, and the sessions prefill again when they next need it.
 """
 
 from __future__ import annotations
 
+import re
+
 import torch
 
+from llama.generate import top_candidates
+from llama.interp import (
+    SITES,
+    ablated_logits,
+    attention_head_scores,
+    attribution,
+    head_ablation_sweep,
+    induction_scores,
+    logit_diff_metric,
+    logprob_metric,
+    patched_logits,
+    patching,
+    site_hooks,
+    steer,
+    steering_vector,
+)
+
+from llama.checks import check_index
+
+from ._clients import candidate_rows, non_finite_report
 from ._json import Vocab, finite_or_none, rounded
-from ._registry import EngineError
-from ._state import ModelHandle, Sampling, topk_table
-from ._views import _head, _layer, _need_ids, _position, capture
+from ._kinds import EngineError
+from ._views import Job
+
+HEAD_SITES = ("heads", "kv_heads")
+MAX_SWEEP_RUNS = 4096  # patched or ablated runs one map may ask for
 
 
-def _frozen_norm(model, x_final: torch.Tensor):
-    """The final norm as a linear map with its scale frozen at the full residual's value.
-
-    Returns (apply(part) -> normed part, bias or None). RMSNorm: part * rsqrt(mean(x^2)
-    + eps) * weight. LayerNorm (GPT-2): (part - mean(part)) * rsqrt(var(x) + eps) * weight,
-    and its bias is a part of its own.
-    """
-    norm = model.norm
-    w = norm.weight.detach().float().cpu()
-    x = x_final.double()
-    if isinstance(norm, torch.nn.LayerNorm):
-        scale = torch.rsqrt(x.var(unbiased=False) + norm.eps)
-        bias = norm.bias.detach().float().cpu() if norm.bias is not None else None
-        return (lambda p: ((p.double() - p.double().mean()) * scale).float() * w), bias, float(scale)
-    eps = getattr(norm, "eps", 1e-6)
-    scale = torch.rsqrt(x.pow(2).mean() + eps)
-    return (lambda p: (p.double() * scale).float() * w), None, float(scale)
+def _text_logits(job: Job, position: int = -1) -> torch.Tensor:
+    """The text's logits at one position from a full run (captured once per text)."""
+    logits = job.src.captured(["logits"])["logits"][0]  # (T, V)
+    pos = check_index(position, logits.shape[0], "position", f"tokens in the text ({logits.shape[0]})",
+                      error=EngineError)
+    return logits[pos]
 
 
-def dla(h: ModelHandle, ids, opts, memo=None) -> dict:
-    """Direct logit attribution of the target token at one position."""
-    _need_ids(ids)
-    model, a = h.model, h.model.args
-    L, H, Hd, V = a.n_layers, a.n_heads, a.head_dim, a.vocab_size
-    pos = _position(opts["position"], len(ids))
-    cache = capture(h, ids, ["tok_embeddings", "layers.*.attention.heads", "layers.*.attention.out",
-                             "layers.*.feed_forward.out", "layers.*.resid_post"], memo)
-    logits = cache["logits"][0, pos]
+def _encode(job: Job, text: str, what: str) -> list[int]:
+    ids = list(job.tok.encode(text))
+    if not ids:
+        raise EngineError(f"the {what} {text!r} encodes to no tokens")
+    return ids
+
+
+def _same_length(job: Job, other: list[int], what: str) -> None:
+    n = len(job.src.ids)
+    if len(other) != n:
+        raise EngineError(f"{what} is {len(other)} tokens but the text is {n}; they must have the "
+                          "same number of tokens (see the token chips; change a word for one that "
+                          "is a single token too)")
+
+
+_PART = re.compile(r"L(\d+)\.(H(\d+)|attn_bias|mlp|attn)$")
+
+
+def _part(name: str, value: float) -> dict:
+    m = _PART.match(name)
+    if m is None:  # embed, pos_embed, norm.bias, output.bias
+        group = "embed" if name in ("embed", "pos_embed") else "bias"
+        return {"name": name, "group": group, "layer": None, "head": None, "value": finite_or_none(value, 5)}
+    layer, what = int(m.group(1)), m.group(2)
+    group = "head" if m.group(3) is not None else {"attn_bias": "bias", "mlp": "mlp", "attn": "attn"}[what]
+    head = int(m.group(3)) if m.group(3) is not None else None
+    return {"name": name, "group": group, "layer": layer, "head": head, "value": finite_or_none(value, 5)}
+
+
+def dla(job: Job) -> dict:
+    """Direct logit attribution of the target token (or the difference of two) at one position."""
+    o, V = job.opts, job.args.vocab_size
+    logits = _text_logits(job, o["position"])
     if not torch.isfinite(logits).all():
         raise EngineError("the logits at this position are not finite: nothing to attribute")
-    target = int(logits.argmax()) if opts["target"] is None else opts["target"]
-    for what, t in (("target", target), ("contrast", opts["contrast"])):
+    target = int(logits.argmax()) if o["target"] is None else o["target"]
+    for what, t in (("target", target), ("contrast", o["contrast"])):
         if t is not None and not 0 <= t < V:
             raise EngineError(f"{what} token id must be in 0..{V - 1}, got {t}")
-    W = model.output.weight.detach().float().cpu()
-    direction = W[target].clone()  # (D,)
-    if opts["contrast"] is not None:
-        direction -= W[opts["contrast"]]
-    x_final = cache[f"layers.{L - 1}.resid_post"][0, pos]
-    apply, bias, scale = _frozen_norm(model, x_final)
-
-    def score(part: torch.Tensor) -> float:
-        return float(apply(part) @ direction)
-
-    parts = [{"name": "embed", "group": "embed", "layer": None, "head": None,
-              "value": score(cache["tok_embeddings"][0, pos])}]
-    heads = torch.zeros(L, H)
-    attn, mlp = torch.zeros(L), torch.zeros(L)
-    for i in range(L):
-        wo = model.layers[i].attention.wo
-        W_o = wo.weight.detach().float().cpu()  # (D, H * Hd)
-        per_head = cache[f"layers.{i}.attention.heads"][0, pos]  # (H, Hd)
-        for j in range(H):
-            # Head j's share of attention.out: its Hd outputs times its slice of wo.
-            share = W_o[:, j * Hd:(j + 1) * Hd] @ per_head[j]  # (D,)
-            heads[i, j] = score(share)
-            parts.append({"name": f"L{i}H{j}", "group": "head", "layer": i, "head": j,
-                          "value": float(heads[i, j])})
-        attn[i] = score(cache[f"layers.{i}.attention.out"][0, pos])
-        if wo.bias is not None:
-            parts.append({"name": f"L{i} attn bias", "group": "bias", "layer": i, "head": None,
-                          "value": float(attn[i] - heads[i].sum())})
-        mlp[i] = score(cache[f"layers.{i}.feed_forward.out"][0, pos])
-        parts.append({"name": f"L{i} MLP", "group": "mlp", "layer": i, "head": None, "value": float(mlp[i])})
-    if bias is not None:
-        parts.append({"name": "final norm bias", "group": "bias", "layer": None, "head": None,
-                      "value": float(bias @ direction)})
-    out_bias = getattr(model.output, "bias", None)
-    if out_bias is not None:
-        b = out_bias.detach().float().cpu()
-        parts.append({"name": "output bias", "group": "bias", "layer": None, "head": None,
-                      "value": float(b[target] - (b[opts["contrast"]] if opts["contrast"] is not None else 0))})
-    # Each attention output is its heads' shares (+ wo's bias): the parts are the embedding,
-    # every head, every MLP and the biases, and they add up to the logit (float32 rounding).
-    total = sum(p["value"] for p in parts)
-    actual = float(logits[target] - (logits[opts["contrast"]] if opts["contrast"] is not None else 0))
-    for p in parts:
-        p["value"] = finite_or_none(p["value"], 5)
-    vocab = Vocab(h.tok)
-    vocab.add([target] + ([opts["contrast"]] if opts["contrast"] is not None else []))
-    return {"kind": "dla", "position": pos, "target": target, "contrast": opts["contrast"],
-            "logit": finite_or_none(actual, 5), "total": finite_or_none(total, 5),
-            "norm_scale": finite_or_none(scale, 6), "parts": parts,
-            "heads": rounded(heads, 5), "attn": rounded(attn, 5), "mlp": rounded(mlp, 5),
-            "vocab": vocab.payload(), "stopgap": "hand-written with llama.hooks; llama.interp replaces it",
-            "warnings": []}
+    r = attribution(job.model, job.src.ids, target if o["contrast"] is None else (target, o["contrast"]),
+                    position=o["position"])
+    parts = [_part(name, v) for name, v in r.parts(heads=True).items()]
+    vocab = Vocab(job.tok)
+    vocab.add([target] + ([o["contrast"]] if o["contrast"] is not None else []))
+    return {"kind": "dla", "position": r.position, "target": target, "contrast": o["contrast"],
+            "logit": finite_or_none(r.logit, 5), "total": finite_or_none(r.total, 5),
+            "norm_scale": finite_or_none(r.scale, 6), "norm_kind": r.norm_kind, "parts": parts,
+            "heads": rounded(r.heads, 5), "attn": rounded(r.attn, 5), "mlp": rounded(r.mlp, 5),
+            "vocab": vocab.payload(), "warnings": []}
 
 
-def _edits(h: ModelHandle, ids, opts):
-    """{hook: fn} for the chosen intervention, and a sentence saying what it does."""
-    from llama.hooks import ablate_heads, add_vector, patch_from, run_with_cache
+# ----------------------------------------------------------------------------------
+# One edit
+# ----------------------------------------------------------------------------------
 
-    a = h.model.args
-    edit = opts["edit"]
-    layer = _layer(opts["layer"], a.n_layers)
+
+def _mlp_ablated_logits(job: Job, layer: int, mode: str) -> torch.Tensor:
+    """The text's logits (1, T, V) with block `layer`'s MLP output zeroed or replaced by its
+    mean over positions (llama.hooks.intervene; llama.interp ablates heads only)."""
+    from llama.hooks import intervene
+
+    name = f"layers.{layer}.feed_forward.out"
+
+    def edit(v: torch.Tensor) -> torch.Tensor:  # (B, T, D)
+        return torch.zeros_like(v) if mode == "zero" else v.mean(1, keepdim=True).expand_as(v).clone()
+
+    tokens = job.src.token_tensor()
+    try:
+        with torch.no_grad(), intervene(job.model, {name: edit}):
+            return job.model(tokens).float().cpu()
+    finally:
+        job.model.reset_cache()
+
+
+def _edited(job: Job) -> tuple[torch.Tensor, list[str], str]:
+    """(logits (V,) of the edited run at the last position, hooks edited, a sentence)."""
+    o, a, ids, tok = job.opts, job.args, job.src.ids, job.tok
+    edit = o["edit"]
+    layer = check_index(o["layer"], a.n_layers, "layer", "layers", error=EngineError)
+    by = "zeroed" if o["mode"] == "zero" else "replaced by its mean over positions"
     if edit == "ablate_head":
-        head = _head(opts["head"], a.n_heads)
+        head = check_index(o["head"], a.n_heads, "head", "query heads per layer", error=EngineError)
+        logits = ablated_logits(job.model, ids, [(layer, head)], mode=o["mode"])
         name = f"layers.{layer}.attention.heads"
-        if opts["mode"] == "zero":
-            return {name: ablate_heads(head)}, f"head {head} of layer {layer} zeroed ({name})"
-
-        def mean_head(v: torch.Tensor) -> torch.Tensor:  # (B, T, H, Hd)
-            out = v.clone()
-            out[:, :, head] = v[:, :, head].mean(1, keepdim=True)
-            return out
-        return {name: mean_head}, f"head {head} of layer {layer} replaced by its mean over positions ({name})"
-    if edit in ("ablate_attn", "ablate_mlp"):
-        name = f"layers.{layer}.attention.out" if edit == "ablate_attn" else f"layers.{layer}.feed_forward.out"
-        what = "attention" if edit == "ablate_attn" else "MLP"
-        if opts["mode"] == "zero":
-            return {name: lambda v: torch.zeros_like(v)}, f"the {what} output of layer {layer} zeroed ({name})"
-        return ({name: lambda v: v.mean(1, keepdim=True).expand_as(v).clone()},
-                f"the {what} output of layer {layer} replaced by its mean over positions ({name})")
+        return logits[0, -1], [name], f"head {head} of layer {layer} {by} ({name})"
+    if edit == "ablate_attn":
+        logits = ablated_logits(job.model, ids, [(layer, h) for h in range(a.n_heads)], mode=o["mode"])
+        name = f"layers.{layer}.attention.heads"
+        return logits[0, -1], [name], (f"every head of layer {layer} {by}: the block's attention "
+                                       f"output is wo's bias alone, if it has one ({name})")
+    if edit == "ablate_mlp":
+        logits = _mlp_ablated_logits(job, layer, o["mode"])
+        name = f"layers.{layer}.feed_forward.out"
+        return logits[0, -1], [name], f"the MLP output of layer {layer} {by} ({name})"
     if edit == "steer":
-        if not opts["prompt_a"] or not opts["prompt_b"]:
+        if not o["prompt_a"] or not o["prompt_b"]:
             raise EngineError("steer needs two prompts: prompt_a and prompt_b (the vector is "
                               "resid(A) - resid(B) at the chosen layer)")
-        name = f"layers.{layer}.resid_post"
-        vecs = []
-        for p in (opts["prompt_a"], opts["prompt_b"]):
-            pid = list(h.tok.encode(p))
-            if not pid:
-                raise EngineError(f"the steering prompt {p!r} encodes to no tokens")
-            if len(pid) > h.max_len:
-                raise EngineError(f"the steering prompt is {len(pid)} tokens, more than the context {h.max_len}")
-            with h.dirty_run():
-                _, c = run_with_cache(h.model, h.tensor(pid), names=[name], to_cpu=True, dtype=torch.float32)
-            r = c[name][0]  # (T, D)
-            vecs.append(r.mean(0) if opts["reduce"] == "mean" else r[-1])
-        vec = vecs[0] - vecs[1]
-        return ({name: add_vector(vec, scale=opts["scale"])},
-                f"{opts['scale']:g} x (resid(A) - resid(B)) added at {name} (|vector| = {float(vec.norm()):.3g}, "
-                f"{opts['reduce']} over positions)")
+        v = steering_vector(job.model, _encode(job, o["prompt_a"], "steering prompt A"),
+                            _encode(job, o["prompt_b"], "steering prompt B"), layer, how=o["reduce"])
+        try:
+            with torch.no_grad(), steer(job.model, v, scale=o["scale"]):
+                logits = job.model(job.src.token_tensor()).float().cpu()
+        finally:
+            job.model.reset_cache()
+        return logits[0, -1], [v.hook], (f"{o['scale']:g} x (resid(A) - resid(B)) added at {v.hook} "
+                                         f"(|vector| = {v.norm:.3g}, {o['reduce']} over positions)")
     if edit == "patch":
-        if not opts["source"]:
+        if not o["source"]:
             raise EngineError("patch needs a source prompt with the same number of tokens as the text")
-        src = list(h.tok.encode(opts["source"]))
-        if len(src) != len(ids):
-            raise EngineError(f"patch: the source prompt is {len(src)} tokens but the text is {len(ids)}; "
-                              "they must have the same number of tokens (see the token chips)")
-        pos = _position(opts["patch_position"], len(ids))
-        site = opts["site"]
-        if site == "resid_pre":
-            name = "tok_embeddings" if layer == 0 else f"layers.{layer - 1}.resid_post"
-        else:
-            name = {"resid_mid": f"layers.{layer}.resid_mid", "resid_post": f"layers.{layer}.resid_post",
-                    "attn_out": f"layers.{layer}.attention.out", "mlp_out": f"layers.{layer}.feed_forward.out"}[site]
-        with h.dirty_run():
-            _, c = run_with_cache(h.model, h.tensor(src), names=[name], to_cpu=True, dtype=torch.float32)
-        return ({name: patch_from(dict(c), positions=[pos])},
-                f"{name} at position {pos} taken from the source prompt ({site} of layer {layer})")
+        src = _encode(job, o["source"], "source prompt")
+        _same_length(job, src, "patch: the source prompt")
+        site, pos = o["site"], o["patch_position"]
+        head = None
+        if site in HEAD_SITES:
+            n = a.n_heads if site == "heads" else a.n_kv_heads
+            head = check_index(o["head"], n, "head" if site == "heads" else "key/value head",
+                               "query heads per layer" if site == "heads" else "key/value heads per layer",
+                               error=EngineError)
+        if pos is not None:
+            pos = check_index(pos, len(ids), "position", f"tokens in the text ({len(ids)})", error=EngineError)
+        logits = patched_logits(job.model, src, ids, site, layer, position=pos, head=head)
+        names = site_hooks(site, layer)
+        where = "every position" if pos is None else f"position {pos}"
+        which = f" {'head' if site == 'heads' else 'kv head'} {head}" if head is not None else ""
+        return logits[0, -1], names, (f"{', '.join(names)}{which} at {where} taken from the source "
+                                      f"prompt ({site} of layer {layer})")
     raise EngineError(f"unknown edit {edit!r}")  # pragma: no cover - parse_options checks
 
 
-def intervene(h: ModelHandle, ids, opts, memo=None) -> dict:
+def intervene(job: Job) -> dict:
     """The next-token table after one edit, beside the clean run's."""
-    _need_ids(ids)
-    from llama.hooks import intervene as hooks_intervene
-
-    edits, description = _edits(h, ids, opts)
-    cache = capture(h, ids, ["logits"], memo)
-    clean = cache["logits"][0, -1]
-    with h.dirty_run(), torch.no_grad(), hooks_intervene(h.model, edits) as fired:
-        edited = h.model(h.tensor(ids))[0, -1].float().cpu()
-    if not any(fired.values()):  # pragma: no cover - every edit above names a real hook
-        raise EngineError(f"the edit never fired ({', '.join(edits)})")
-    greedy = Sampling()
-    show = opts["show"]
-    ct = topk_table(h.tok, clean, greedy, show)
-    et = topk_table(h.tok, edited, greedy, show)
-    out = {"kind": "intervene", "edit": opts["edit"], "description": description,
-           "reads": list(edits) + ["logits"],
-           "hooks_edited": list(edits), "clean": ct["candidates"], "edited": et["candidates"],
-           "non_finite": et["non_finite"] or ct["non_finite"],
-           "stopgap": "hand-written with llama.hooks.intervene; llama.interp replaces it", "warnings": []}
-    if out["non_finite"] is None:
+    edited, hooks, description = _edited(job)
+    clean = _text_logits(job)
+    edited = edited.float().cpu()
+    show = job.opts["show"]
+    bad = non_finite_report(edited) or non_finite_report(clean)
+    out = {"kind": "intervene", "edit": job.opts["edit"], "description": description,
+           "reads": hooks + ["logits"], "hooks_edited": hooks,
+           "clean": [] if bad else candidate_rows(job.tok, top_candidates(clean, show)),
+           "edited": [] if bad else candidate_rows(job.tok, top_candidates(edited, show)),
+           "non_finite": bad, "warnings": []}
+    if bad is None:
         p, q = torch.log_softmax(clean, -1), torch.log_softmax(edited, -1)
         for row in out["edited"]:  # what the clean run gave the same token, for the arrows
             row["clean_prob"] = finite_or_none(float(p[row["id"]].exp()))
-        kl = float((p.exp() * (p - q)).sum())
-        top = int(clean.argmax())
-        vocab = Vocab(h.tok)
-        vocab.add([top, int(edited.argmax())])
-        out.update({"kl": finite_or_none(kl, 6), "clean_top": top, "edited_top": int(edited.argmax()),
-                    "top_changed": top != int(edited.argmax()),
+        top, etop = int(clean.argmax()), int(edited.argmax())
+        vocab = Vocab(job.tok)
+        vocab.add([top, etop])
+        out.update({"kl": finite_or_none(float((p.exp() * (p - q)).sum()), 6), "clean_top": top,
+                    "edited_top": etop, "top_changed": top != etop,
                     "clean_top_prob": finite_or_none(float(p[top].exp()), 5),
                     "edited_top_prob": finite_or_none(float(q[top].exp()), 5),
                     "max_abs_logit_change": finite_or_none(float((edited - clean).abs().max()), 5),
                     "vocab": vocab.payload()})
     return out
+
+
+# ----------------------------------------------------------------------------------
+# Maps: patching, head ablation, head scores
+# ----------------------------------------------------------------------------------
+
+
+def _check_runs(n: int, what: str, hint: str) -> None:
+    if n > MAX_SWEEP_RUNS:
+        raise EngineError(f"{what} would take {n:,} runs of the model (at most {MAX_SWEEP_RUNS:,} "
+                          f"here): {hint}")
+
+
+def _map_payload(scores: torch.Tensor) -> dict:
+    return {"scores": rounded(scores, 5), "min": finite_or_none(float(scores.min()), 5),
+            "max": finite_or_none(float(scores.max()), 5)}
+
+
+def patching_map(job: Job) -> dict:
+    o, a, ids = job.opts, job.args, job.src.ids
+    if not o["corrupt"]:
+        raise EngineError("the patching map needs a second prompt (corrupt) with the same number of "
+                          "tokens as the text, e.g. the text with one word changed")
+    corrupt = _encode(job, o["corrupt"], "second prompt")
+    _same_length(job, corrupt, "the second prompt")
+    site = o["site"]
+    columns = {"heads": a.n_heads, "kv_heads": a.n_kv_heads}.get(site, len(ids))
+    _check_runs(a.n_layers * columns, f"patching {site} at every layer",
+                "shorten the text, or choose the heads site")
+    if o["position"] is not None and site not in HEAD_SITES:
+        raise EngineError(f"position applies to the per-head sites (heads, kv_heads), not {site!r}: "
+                          "the residual and block-output sites patch every position in turn")
+    clean = _text_logits(job)
+    answer = int(clean.argmax()) if o["answer"] is None else o["answer"]
+    wrong = o["wrong"]
+    if wrong is None:  # the second prompt's own prediction (its runner-up if it is the same)
+        with torch.no_grad():
+            row = job.model(torch.tensor([corrupt], device=job.src.token_tensor().device))[0, -1].float()
+        job.model.reset_cache()
+        order = torch.sort(row, descending=True, stable=True).indices
+        wrong = int(order[0]) if int(order[0]) != answer else int(order[1])
+    metric = logit_diff_metric(job.model, ids, corrupt, answer, wrong)
+    res = patching(job.model, ids, corrupt, metric, site=site, position=o["position"])
+    vocab = Vocab(job.tok)
+    vocab.add([answer, wrong])
+    hooks = [h for layer in res.hooks for h in layer]
+    return {"kind": "patching", "site": site, "column_kind": res.column_kind,
+            "row_labels": res.row_labels, "column_labels": res.column_labels,
+            "position": res.position, "query_heads": res.query_heads,
+            **_map_payload(res.scores),
+            "clean_score": finite_or_none(res.clean_score, 5), "corrupt_score": finite_or_none(res.corrupt_score, 5),
+            "clean_diff": finite_or_none(metric.clean_diff, 5), "corrupt_diff": finite_or_none(metric.corrupt_diff, 5),
+            "answer": answer, "wrong": wrong, "metric": metric.describe(),
+            "corrupt_tokens": [{"id": i, "text": vocab.text(i)} for i in corrupt],
+            "differ": [i for i, (x, y) in enumerate(zip(ids, corrupt)) if x != y],
+            "top": [list(t) for t in res.top(5)], "vocab": vocab.payload(),
+            "warnings": [] if ids != corrupt else ["the two prompts are the same: every patch restores nothing"],
+            "reads": hooks + ["logits"]}
+
+
+def ablation_map(job: Job) -> dict:
+    o, a, ids = job.opts, job.args, job.src.ids
+    _check_runs(a.n_layers * a.n_heads, "ablating every head", "this model has too many heads for one map")
+    clean = _text_logits(job)
+    target = int(clean.argmax()) if o["target"] is None else o["target"]
+    if not 0 <= target < a.vocab_size:
+        raise EngineError(f"target token id must be in 0..{a.vocab_size - 1}, got {target}")
+    metric = logprob_metric(job.model, target)
+    hm = head_ablation_sweep(job.model, ids, metric, mode=o["mode"])
+    delta = hm.scores - hm.baseline
+    vocab = Vocab(job.tok)
+    vocab.add([target])
+    return {"kind": "ablation", "mode": o["mode"], "target": target, "metric": metric.describe(),
+            "baseline": finite_or_none(hm.baseline, 5), "description": hm.description,
+            "logprob": rounded(hm.scores, 5), **_map_payload(delta),
+            "top": [[l, h, finite_or_none(s - hm.baseline, 5)] for l, h, s in hm.top(5, largest=False)],
+            "vocab": vocab.payload(), "warnings": [],
+            "reads": ["layers.*.attention.heads", "logits"]}
+
+
+def head_scores(job: Job) -> dict:
+    o, a = job.opts, job.args
+    maps = attention_head_scores(job.model, job.src.ids)
+    out = [{"name": name, "description": m.description, **_map_payload(m.scores),
+            "top": [list(t) for t in m.top(5)]} for name, m in maps.items()]
+    if o["induction"]:
+        V = a.vocab_size
+        # Random tokens from the middle of the vocabulary: special tokens sit at its ends.
+        m = induction_scores(job.model, length=o["length"], batch=4, low=V // 8, high=V - V // 8)
+        out.append({"name": m.kind, "description": m.description, **_map_payload(m.scores),
+                    "top": [list(t) for t in m.top(5)]})
+    return {"kind": "head_scores", "maps": out, "n_layers": a.n_layers, "n_heads": a.n_heads,
+            "warnings": [], "reads": ["layers.*.attention.probs"]}
+
+
+BUILDERS = {"dla": dla, "intervene": intervene, "patching": patching_map, "ablation": ablation_map,
+            "head_scores": head_scores}
+
+__all__ = ["BUILDERS", "SITES", "MAX_SWEEP_RUNS"]
