@@ -4,6 +4,7 @@ stops on Ctrl-C (loopback only; another host is a warning, never a default)."""
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import socket
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from real_models import needs_smollm2
 
@@ -64,9 +66,10 @@ def test_a_port_in_use_is_said_before_loading(capsys):
     assert time.monotonic() - t0 < 5  # no model was loaded first
 
 
-def start(*args):
+def start(*args, cache=None):
+    env = dict(os.environ, **({"XDG_CACHE_HOME": str(cache)} if cache else {}))
     proc = subprocess.Popen([sys.executable, "-m", "scripts.studio", "--no-browser", "--port", "0", *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -92,8 +95,8 @@ def get(url: str):
 
 
 @needs_smollm2
-def test_serves_the_page_on_loopback_and_stops_on_ctrl_c():
-    proc, url, lines = start()
+def test_serves_the_page_on_loopback_and_stops_on_ctrl_c(tmp_path):
+    proc, url, lines = start(cache=tmp_path)
     try:
         assert url.startswith("http://127.0.0.1:")
         status, body = get(url)
@@ -104,6 +107,7 @@ def test_serves_the_page_on_loopback_and_stops_on_ctrl_c():
         assert code == 0, err
         assert "WARNING" not in err and "stopped" in err
         assert "30 layers" in "".join(lines)
+        assert "kernels measured on this CPU by llama.speed.optimize" in "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -111,7 +115,7 @@ def test_serves_the_page_on_loopback_and_stops_on_ctrl_c():
 
 @needs_smollm2
 def test_another_host_needs_asking_and_is_warned_about():
-    proc, url, _ = start("--host", "0.0.0.0")
+    proc, url, lines = start("--host", "0.0.0.0", "--plain-kernels")
     try:
         status, _ = get(url)  # the printed URL is a loopback one the browser can open
         assert status == 200
@@ -120,3 +124,23 @@ def test_another_host_needs_asking_and_is_warned_about():
         proc.wait(timeout=30)
     err = proc.stderr.read()
     assert "WARNING: listening on 0.0.0.0" in err and "--host 127.0.0.1" in err
+    assert "plain kernels (F.linear everywhere; --plain-kernels)" in "".join(lines)
+
+
+def test_the_model_runs_through_llama_speed_optimize(tmp_path, monkeypatch):
+    """llama-studio loads like llama-repl and then applies llama.speed.optimize(model,
+    cache=True) (kernel choices kept in the cache file); --plain-kernels leaves F.linear."""
+    from gpt2_models import write_gpt2_with_tokenizer
+    from llama.speed import FastLinear
+    from scripts.studio import build_parser, load
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = write_gpt2_with_tokenizer(tmp_path / "gpt2")
+    model, tok, path, speed = load(build_parser().parse_args(["--model", str(folder)]))
+    assert any(isinstance(m, FastLinear) for m in model.modules())
+    assert "llama.speed.optimize" in speed and str(tmp_path / "cache") in speed
+    with torch.no_grad():  # the first real input calibrates, and the choice is kept on disk
+        model(torch.tensor([tok.encode("The capital of France is")]))
+    assert (tmp_path / "cache" / "llama-from-scratch" / "kernels.json").exists()
+    model, _, _, speed = load(build_parser().parse_args(["--model", str(folder), "--plain-kernels"]))
+    assert not any(isinstance(m, FastLinear) for m in model.modules()) and "--plain-kernels" in speed
