@@ -257,6 +257,7 @@ def test_token_embeddings_in_3d(engine):
     assert got.shape == (len(distinct), 3)
     assert np.allclose(dist(got), dist(x @ vt[:3].T), atol=1e-3)
     assert np.allclose(p["variance"], (s[:3] ** 2 / (s**2).sum()), atol=1e-4)
+    assert (p["vocab_size"], p["dim"]) == tuple(engine.model.tok_embeddings.weight.shape)
     engine.set_text("solo", "aaaa")
     assert "at least 2 different tokens" in engine.view("solo", "embeddings")["warnings"][0]
 
@@ -413,6 +414,7 @@ def test_patching_map_cells_are_patched_runs(engine):
         model.reset_cache()
         want = (float(out[a] - out[w]) - d_corrupt) / (d_clean - d_corrupt)
         assert abs(p["scores"][layer][pos] - want) < 1e-4, (layer, pos)
+        assert p["cell_hooks"][layer] == [hook]  # what the cell's tooltip names
     assert p["differ"] == [i for i in range(T) if clean[i] != corrupt[i]]
     assert all(abs(v) < 1e-5 for v in p["scores"][0][: p["differ"][0]])  # before any difference: 0
     heads = engine.view("a", "patching", {"corrupt": OTHER, "site": "kv_heads"})

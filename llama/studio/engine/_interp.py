@@ -251,14 +251,14 @@ def patching_map(job: Job) -> dict:
         job.model.reset_cache()
         order = torch.sort(row, descending=True, stable=True).indices
         wrong = int(order[0]) if int(order[0]) != answer else int(order[1])
-    metric = logit_diff_metric(job.model, ids, corrupt, answer, wrong)
+    metric = logit_diff_metric(job.model, ids, corrupt, answer, wrong, tokenizer=job.tok)
     res = patching(job.model, ids, corrupt, metric, site=site, position=o["position"])
     vocab = Vocab(job.tok)
     vocab.add([answer, wrong])
     hooks = [h for layer in res.hooks for h in layer]
     return {"kind": "patching", "site": site, "column_kind": res.column_kind,
             "row_labels": res.row_labels, "column_labels": res.column_labels,
-            "position": res.position, "query_heads": res.query_heads,
+            "position": res.position, "query_heads": res.query_heads, "cell_hooks": res.hooks,
             **_map_payload(res.scores),
             "clean_score": finite_or_none(res.clean_score, 5), "corrupt_score": finite_or_none(res.corrupt_score, 5),
             "clean_diff": finite_or_none(metric.clean_diff, 5), "corrupt_diff": finite_or_none(metric.corrupt_diff, 5),

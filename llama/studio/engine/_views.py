@@ -197,7 +197,7 @@ def embeddings(job: Job) -> dict:
     return {"kind": "embeddings", "ids": [int(i) for i in d.ids], "positions": list(d.positions),
             "coords": rounded(d.fit.coords, 4), "variance": rounded(d.fit.explained_variance_ratio, 4),
             "norms": significant(d.norms), "dims": d.dims, "vocab": vocab_payload(v.labels),
-            "warnings": [], "reads": v.hooks}
+            "dim": int(job.args.dim), "vocab_size": int(job.args.vocab_size), "warnings": [], "reads": v.hooks}
 
 
 def saliency(job: Job) -> dict:
