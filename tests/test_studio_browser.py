@@ -19,22 +19,24 @@ from studio_helpers import NO_BROWSER, browser_missing, requested_urls, start_br
 
 pytestmark = [needs_smollm2, pytest.mark.skipif(browser_missing(), reason=NO_BROWSER)]
 PROMPT = "The capital of France is"
-MODEL_KINDS = ("summary", "architecture", "params", "rope")
-VIEWS = [("attention", None), ("lens", None), ("residual", None), ("attribution", "saliency"),
-         ("attribution", "dla"), ("intervene", None), ("model", "summary"), ("model", "architecture"),
-         ("model", "params"), ("model", "rope"), ("tour", None)]
+MODEL_KINDS = ("summary", "architecture", "params", "rope", "positions")
+VIEWS = [("attention", "attention"), ("attention", "head_scores"), ("lens", None), ("residual", "residual"),
+         ("residual", "embeddings"), ("attribution", "saliency"), ("attribution", "dla"),
+         ("intervene", "intervene"), ("intervene", "patching"), ("intervene", "ablation"), ("model", "summary"),
+         ("model", "architecture"), ("model", "params"), ("model", "rope"), ("tour", None)]
+ON_DEMAND = ("patching", "ablation")  # many runs of the model: computed when "compute" is pressed
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from llama.speed import use_fast_kernels
+    from llama.speed import optimize
     from llama.studio.engine import Engine
     from llama.studio.server import StudioServer
     from tokenizer import load_tokenizer
     from weights import load_model
 
     model = load_model(SMOLLM2_GGUF)
-    use_fast_kernels(model)  # as llama-studio runs it
+    optimize(model)  # as llama-studio runs it (without keeping the choices on disk)
     server = StudioServer(Engine(model, load_tokenizer(SMOLLM2_GGUF), name="SmolLM2"), "127.0.0.1", 0).start()
     downloads = tmp_path_factory.mktemp("downloads")
     driver, _profile = start_browser(downloads)
@@ -216,6 +218,9 @@ def open_view(env, tab, sub):
         wait(lambda: css(env, f'#subnav [data-view="{sub}"]'), what=f"the {sub} button")
         click(env, f'#subnav [data-view="{sub}"]')
     kind = sub or tab
+    if kind in ON_DEMAND:
+        wait(lambda: "press \"compute\"" in texts(env, "#view .app-busy")[0], what=f"the {kind} prompt to compute")
+        click(env, "#view-apply")
     wait(lambda: attr(env, "#view", "data-kind") == kind
          and (css(env, "#view .ls-figure") or css(env, "#view .app-error"))
          and not css(env, "#view.app-stale")
@@ -246,6 +251,16 @@ def test_every_view_opens(env, tab, sub):
         click(env, "#view .ls-lens-cell", 0)  # the embeddings at position 0: its top 10 replace the last cell's
         wait(lambda: "tok_embeddings at position 0" in texts(env, "#view .ls-lens-detail")[0]
              and len(css(env, "#view .ls-lens-detail tr")) == 10, what="a cell's top 10")
+    if kind == "patching":  # the default second prompt: " France" -> " Italy" at position 3
+        assert payload["differ"] == [3] and payload["vocab"][str(payload["answer"])] == " Paris"
+        assert payload["top"][0][1] == 3 and len(css(env, "#view svg.ls-map")) == 1
+    if kind == "ablation":
+        assert len(payload["scores"]) == 30 and payload["top"][0][:2] == [23, 4]
+    if kind == "embeddings":
+        rotated(env, "#view svg.ls-scatter3d")
+    if kind == "residual":
+        rotated(env, "#view svg.ls-3d")
+        assert payload["positions"] == [1, 2, 3, 4]  # the page leaves the first token out by default
     if kind == "tour":
         first = texts(env, "#view .ls-tour-title")[0]
         click(env, "#view .ls-tour-next")
@@ -264,6 +279,24 @@ def test_every_view_opens(env, tab, sub):
     record_urls(env)
 
 
+def rotated(env, selector):
+    """Drag across a 3-D view: the drawing turns (its circles move)."""
+    before = js(env, "return [...document.querySelector(arguments[0]).querySelectorAll('circle')].map(c => c.getAttribute('cx')).join()", selector)
+    js(env, "const sv = document.querySelector(arguments[0]); const r = sv.getBoundingClientRect();"
+            "const at = (type, dx) => sv.dispatchEvent(new PointerEvent(type, {bubbles: true, clientX: r.left + 100 + dx, clientY: r.top + 100, pointerId: 1}));"
+            "at('pointerdown', 0); at('pointermove', 60); at('pointerup', 60);", selector)
+    after = js(env, "return [...document.querySelector(arguments[0]).querySelectorAll('circle')].map(c => c.getAttribute('cx')).join()", selector)
+    assert before and after != before, "dragging did not turn the 3-D view"
+
+
+def test_a_view_that_does_not_apply_says_why(env):
+    click(env, '#tabs [data-tab="model"]')
+    wait(lambda: css(env, '#subnav [data-view="positions"].app-na'), what="the greyed positions button")
+    click(env, '#subnav [data-view="positions"]')
+    wait(lambda: "not for this model" in (texts(env, "#view .app-na-note") or [""])[0], what="the reason")
+    assert "RoPE" in texts(env, "#view .app-na-note")[0] and not css(env, "#view-controls input")
+
+
 def test_source_panel_shows_the_whole_file(env):
     open_view(env, "lens", None)
     click(env, "#view .ls-sources .ls-src-link")
@@ -274,7 +307,7 @@ def test_source_panel_shows_the_whole_file(env):
 
 
 def test_ablating_a_head_changes_the_distribution(env):
-    open_view(env, "intervene", None)
+    open_view(env, "intervene", "intervene")
     d = env["driver"]
     for name, value in (("layer", "23"), ("head", "4")):
         box = css(env, f'#view-controls [data-opt="{name}"]')[0]
@@ -339,6 +372,34 @@ def test_export_a_view_stop_the_server_and_open_the_file(env):
     urls = requested_urls(d)
     assert urls and all(u.startswith(("file://", "data:", "blob:")) for u in urls), urls
     assert not no_errors_in_console(env)
+
+
+def test_every_gpt2_view_draws(env, tmp_path):
+    """The payloads of a tiny GPT-2 checkpoint (every view that applies to it; rope says
+    why not) drawn by the same renderers in a standalone page: a figure each, no error,
+    and the 3-D views of the token and position embeddings turn when dragged."""
+    from llama.studio.export import standalone_html
+    from test_studio_gpt2 import gpt2_payloads
+
+    from gpt2_models import write_gpt2_with_tokenizer
+    from llama.studio.engine import Engine
+    from tokenizer import load_tokenizer
+    from weights import load_model
+
+    folder = write_gpt2_with_tokenizer(tmp_path / "gpt2")
+    tok = load_tokenizer(folder)
+    engine = Engine(load_model(folder), tok, name="tiny-gpt2")
+    assert not engine.available("rope")
+    for kind, payload in gpt2_payloads(engine, tok).items():
+        page = tmp_path / f"{kind}.html"
+        page.write_text(standalone_html(payload), encoding="utf-8")
+        env["driver"].get(page.as_uri())
+        wait(lambda: css(env, ".ls-figure > *") or css(env, ".ls-error"), what=f"the GPT-2 {kind} view")
+        assert not css(env, ".ls-error"), (kind, texts(env, ".ls-error"))
+        assert css(env, ".ls-figure svg") or kind == "tour", kind
+        if kind in ("embeddings", "positions"):
+            rotated(env, ".ls-figure svg.ls-scatter3d")
+        assert not no_errors_in_console(env), kind
 
 
 def test_non_finite_logits_are_reported_not_drawn(env, tmp_path):

@@ -226,17 +226,19 @@
 
   // ---------------------------------------------------------------- views
   const TABS = [
-    {id: "attention", label: "Attention", views: ["attention"]},
+    {id: "attention", label: "Attention", views: ["attention", "head_scores"]},
     {id: "lens", label: "Logit lens", views: ["lens"]},
-    {id: "residual", label: "Residual stream", views: ["residual"]},
+    {id: "residual", label: "Residual stream", views: ["residual", "embeddings"]},
     {id: "attribution", label: "Attribution", views: ["saliency", "dla"]},
-    {id: "intervene", label: "Interventions", views: ["intervene"]},
-    {id: "model", label: "The model", views: ["summary", "architecture", "params", "rope"]},
+    {id: "intervene", label: "Interventions", views: ["intervene", "patching", "ablation"]},
+    {id: "model", label: "The model", views: ["summary", "architecture", "params", "rope", "positions"]},
     {id: "tour", label: "Guided tour", views: ["tour"]},
   ];
-  const SUBLABEL = {saliency: "Saliency", dla: "Direct logit attribution", summary: "Summary", architecture: "Architecture",
-    params: "Parameter statistics", rope: "RoPE frequencies"};
-  const MODEL_VIEWS = new Set(["summary", "architecture", "params", "rope"]);
+  const SUBLABEL = {attention: "Every head", head_scores: "Head scores", residual: "PCA and norms", embeddings: "Token embeddings (3-D)",
+    saliency: "Saliency", dla: "Direct logit attribution", intervene: "One edit", patching: "Patching map", ablation: "Head ablation map",
+    summary: "Summary", architecture: "Architecture", params: "Parameter statistics", rope: "RoPE frequencies", positions: "Position embeddings"};
+  let MODEL_VIEWS = new Set(["summary", "architecture", "params", "rope", "positions"]);
+  const viewInfo = kind => (app.info && app.info.views.find(v => v.name === kind)) || {available: true};
 
   function currentKind() {
     const tab = TABS.find(t => t.id === app.tab);
@@ -250,32 +252,50 @@
     const tab = TABS.find(t => t.id === app.tab);
     const sub = $("subnav");
     sub.innerHTML = "";
-    if (tab.views.length > 1) tab.views.forEach(k => sub.append(h("button", {class: "app-tab" + (currentKind() === k ? " app-on" : ""),
-      type: "button", "data-view": k, onclick: () => { app.sub[tab.id] = k; drawTabs(); refreshView(); }}, SUBLABEL[k] || k)));
+    // A view that does not apply to this model (RoPE for GPT-2, learned positions for
+    // Llama) keeps its button, greyed, and says why when clicked.
+    if (tab.views.length > 1) tab.views.forEach(k => {
+      const na = !viewInfo(k).available;
+      sub.append(h("button", {class: "app-tab" + (currentKind() === k ? " app-on" : "") + (na ? " app-na" : ""),
+        type: "button", "data-view": k, title: na ? viewInfo(k).why_not : (viewInfo(k).help || ""),
+        onclick: () => { app.sub[tab.id] = k; drawTabs(); refreshView(); }}, SUBLABEL[k] || k));
+    });
     drawControls();
   }
 
   // Controls of each view: name -> [label, input type, extra attributes]
+  const SITES = [["resid_post", "residual after the block"], ["resid_pre", "residual before the block"], ["resid_mid", "residual after attention"],
+    ["attn_out", "attention output"], ["mlp_out", "MLP output"], ["heads", "one query head"], ["kv_heads", "one key/value head"]];
   const CONTROLS = {
     attention: [["layer", "layer", "select-layer"]],
-    residual: [["stages", "PCA at blocks (emb = embeddings)", "text", {placeholder: "emb,0,5,11,17,23,29"}], ["skip_first", "leave out the first token (its norm is often huge)", "checkbox", {value: true}]],
+    head_scores: [["induction", "induction (random tokens repeated)", "checkbox", {value: true}], ["length", "length", "number", {value: 20}]],
+    residual: [["stages", "PCA at blocks (emb = embeddings)", "text", {placeholder: "emb,0,5,11,17,23,29"}], ["skip_first", "leave out the first token (its vectors are often huge and squeeze the others together)", "checkbox", {value: true}]],
     saliency: [["position", "position", "number", {value: -1}], ["target", "target id", "number", {placeholder: "top"}]],
     dla: [["position", "position", "number", {value: -1}], ["target", "target id", "number", {placeholder: "top"}], ["contrast", "minus id", "number", {placeholder: "none"}]],
     intervene: [["edit", "edit", "select", {options: [["ablate_head", "ablate a head"], ["ablate_attn", "ablate a block's attention"], ["ablate_mlp", "ablate a block's MLP"], ["steer", "steer (A − B)"], ["patch", "patch from a prompt"]]}],
-      ["layer", "layer", "number", {value: 0}], ["head", "head", "number", {value: 0, for: ["ablate_head"]}],
+      ["layer", "layer", "number", {value: 0}], ["head", "head", "number", {value: 0, for: ["ablate_head", "patch"]}],
       ["mode", "by", "select", {options: [["zero", "zero"], ["mean", "mean over positions"]], for: ["ablate_head", "ablate_attn", "ablate_mlp"]}],
       ["prompt_a", "A", "text", {value: " love", for: ["steer"]}], ["prompt_b", "B", "text", {value: " hate", for: ["steer"]}],
       ["scale", "scale", "number", {value: 4, step: 0.5, for: ["steer"]}], ["reduce", "of", "select", {options: [["mean", "mean over positions"], ["last", "last position"]], for: ["steer"]}],
-      ["source", "source prompt", "text", {for: ["patch"], placeholder: "same number of tokens"}],
-      ["site", "site", "select", {options: [["resid_post", "resid_post"], ["resid_pre", "resid_pre"], ["resid_mid", "resid_mid"], ["attn_out", "attention out"], ["mlp_out", "MLP out"]], for: ["patch"]}],
+      ["source", "source prompt", "text", {for: ["patch"], placeholder: "same number of tokens", value: "The capital of Italy is"}],
+      ["site", "site", "select", {options: SITES, for: ["patch"]}],
       ["patch_position", "position", "number", {value: -1, for: ["patch"]}]],
+    patching: [["corrupt", "second prompt", "text", {value: "The capital of Italy is", placeholder: "same number of tokens"}],
+      ["site", "patch", "select", {options: SITES}], ["answer", "answer id", "number", {placeholder: "auto"}],
+      ["wrong", "wrong id", "number", {placeholder: "auto"}]],
+    ablation: [["mode", "ablate by", "select", {options: [["zero", "zero"], ["mean", "mean over positions"]]}], ["target", "target id", "number", {placeholder: "top"}]],
     rope: [["positions", "positions", "number", {value: 128}]],
+    positions: [["positions", "positions", "number", {placeholder: "all"}]],
     tour: [["layer", "layer", "number", {value: 0}], ["head", "head", "number", {value: 0}], ["pair", "RoPE pair", "number", {value: 0}], ["position", "token", "number", {value: -1}]],
   };
+  // Views that run the model many times (a map of patched or ablated runs): computed when
+  // asked for (the button), not on every keystroke.
+  const ON_DEMAND = new Set(["patching", "ablation"]);
   function drawControls() {
     const kind = currentKind();
     const box = $("view-controls");
     box.innerHTML = "";
+    if (!viewInfo(kind).available) return;
     const specs = CONTROLS[kind] || [];
     const opts = app.viewOpts[kind] = app.viewOpts[kind] || {};
     specs.forEach(([name, label, type, extra]) => {
@@ -303,7 +323,8 @@
       });
       box.append(h("label", null, label + " ", input));
     });
-    if (kind === "intervene") box.append(h("button", {class: "app-btn", type: "button", onclick: () => refreshView()}, "apply"));
+    if (kind === "intervene" || ON_DEMAND.has(kind)) box.append(h("button", {class: "app-btn app-primary", type: "button", id: "view-apply", onclick: () => refreshView(true)}, kind === "intervene" ? "apply" : "compute"));
+    if (kind === "tour" && app.info && app.info.family_name === "gpt2") box.querySelector('[data-opt="pair"]').closest("label").remove();
   }
   function optionsFor(kind) {
     const raw = app.viewOpts[kind] || {};
@@ -333,22 +354,46 @@
     viewTimer = setTimeout(() => {
       // Redraw only if the text changed since the view was drawn (typing back and forth
       // to the same tokens, or a re-tabled sampling change, redraws nothing).
-      const drawn = $("view").dataset.version;
-      if (!app.generating && app.state && (MODEL_VIEWS.has(currentKind()) ? false : String(app.state.version) !== drawn)) refreshView();
-      else $("view").classList.remove("app-stale");
+      const kind = currentKind(), drawn = $("view").dataset.version;
+      if (app.generating || !app.state || MODEL_VIEWS.has(kind) || String(app.state.version) === drawn) {
+        $("view").classList.remove("app-stale");
+      } else if (ON_DEMAND.has(kind)) {  // many runs of the model: only when asked
+        if ($("view").querySelector(".ls-figure")) status("the text changed: press compute for a new map");
+        else refreshView();
+      } else refreshView();
     }, 350);
   }
-  async function refreshView() {
+  async function refreshView(asked) {
     const kind = currentKind();
     const seq = ++viewSeq;
     const v = $("view");
+    const vi = viewInfo(kind);
+    if (!vi.available) {
+      app.payloads.view = null;  // nothing drawn: nothing to export
+      v.classList.remove("app-stale");
+      v.innerHTML = "";
+      v.dataset.kind = kind;
+      v.append(h("div", {class: "app-na-note"}, h("strong", null, `${SUBLABEL[kind] || kind}: not for this model. `), vi.why_not));
+      return;
+    }
     if (!MODEL_VIEWS.has(kind) && (!app.state || !app.state.n_tokens)) {
+      app.payloads.view = null;
       v.classList.remove("app-stale");
       v.innerHTML = "";
       v.append(h("div", {class: "app-busy"}, "Type some text on the left: this view shows what the model does with it."));
       return;
     }
+    if (ON_DEMAND.has(kind) && !asked && !(v.dataset.kind === kind && v.querySelector(".ls-figure"))) {
+      app.payloads.view = null;
+      v.classList.remove("app-stale");
+      v.innerHTML = "";
+      v.dataset.kind = kind;
+      v.dataset.version = app.state.version;
+      v.append(h("div", {class: "app-busy"}, `${vi.title}: ${vi.help} It runs the model once per cell (${kind === "ablation" ? `${app.info.n_layers} × ${app.info.n_heads} heads` : `${app.info.n_layers} layers × the positions`}), so it is computed when you press "compute".`));
+      return;
+    }
     if (!v.children.length || v.dataset.kind !== kind) { v.innerHTML = ""; v.append(h("div", {class: "app-busy"}, "computing…")); }
+    else if (asked || ON_DEMAND.has(kind)) { v.classList.add("app-stale"); status(`computing the ${vi.title.toLowerCase()}…`); }
     v.dataset.kind = kind;
     const t0 = performance.now();
     try {
@@ -398,7 +443,7 @@
     if (target === "topk" && app.state && app.state.n_tokens) {
       try { payload = await api("view/topk", {options: sampling()}); } catch (e) { showError(null, e); return; }
     }
-    if (!payload) { status("nothing to export yet", true); return; }
+    if (!payload) { status("nothing to export: this view has not been drawn", true); return; }
     const name = (payload.kind || "view") + (payload.version != null ? "-" + payload.version : "");
     try {
       if (format === "html") {
@@ -424,7 +469,9 @@
       app.info = await api("info");
     } catch (e) { showError($("view"), e); return; }
     const i = app.info;
-    $("model").textContent = `${i.name} · ${i.family}, ${i.n_layers} layers, ${i.n_heads} heads (${i.n_kv_heads} kv), d=${i.dim}, ${(i.n_params / 1e6).toFixed(1)}M parameters, ${i.dtype} on ${i.device}`;
+    $("model").textContent = `${i.name} · ${i.family}, ${i.n_layers} layers, ${i.n_heads} heads (${i.n_kv_heads} kv), d=${i.dim}, ${(i.n_params / 1e6).toFixed(1)}M parameters, ${i.dtype} on ${i.device}` + (i.speed ? (/^plain/.test(i.speed) ? " · plain kernels" : " · measured kernels") : "");
+    if (i.speed) $("model").title = i.speed;
+    MODEL_VIEWS = new Set(i.views.filter(v => v.needs === "model").map(v => v.name));
     $("chat").disabled = !i.has_chat_template;
     const topkView = i.views.find(v => v.name === "topk");
     if (topkView) {  // where the table's numbers come from, as under every view

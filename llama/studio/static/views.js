@@ -57,6 +57,7 @@
   }
   function fmtN(x, d) {
     if (x == null) return "n/a";
+    if (Math.abs(x) < 5e-5 && x !== 0) x = 0;  // no "-0.00"
     const a = Math.abs(x);
     if (a !== 0 && (a >= 1e5 || a < 1e-3)) return x.toExponential(d == null ? 2 : d);
     return x.toFixed(d == null ? (a >= 100 ? 1 : a >= 1 ? 3 : 4) : d);
@@ -177,12 +178,97 @@
         "font-family": opts.mono === false ? FONT : MONO, "font-size": opts.size || 10}, lab));
     });
   }
-  function legendBar(g, x, y, w, label, colorAt, lo, hi) {
+  function legendBar(g, x, y, w, label, colorAt, lo, hi, mid) {
     const n = 40;
+    if (mid != null) g.append(s("text", {x: x + w / 2, y: y + 19, "text-anchor": "middle", class: "ls-axis"}, mid));
     for (let i = 0; i < n; i++) g.append(s("rect", {x: x + i * w / n, y, width: w / n + 0.5, height: 8, fill: rgb(colorAt(i / (n - 1)))}));
     g.append(s("text", {x, y: y + 19, class: "ls-axis"}, lo));
     g.append(s("text", {x: x + w, y: y + 19, "text-anchor": "end", class: "ls-axis"}, hi));
     g.append(s("text", {x: x + w / 2, y: y - 3, "text-anchor": "middle", class: "ls-axis"}, label));
+  }
+
+  /* A matrix of numbers as a heatmap with labelled rows and columns, a colour legend and
+   * a tooltip: layer x head maps, layer x position maps. opts: scale "div" (red - white -
+   * blue around 0, symmetric) or "seq" (white -> blue from lo to hi); lo, hi; cell [w, h];
+   * title; legend (its label); tip(r, c, v) -> text; mark [[r, c], ...] outlined cells. */
+  function matrixMap(values, rowLabels, colLabels, opts) {
+    opts = opts || {};
+    const R_ = values.length, C = colLabels.length;
+    const flat = values.flat().filter(v => v != null && isFinite(v));
+    const div = opts.scale !== "seq";
+    const m = div ? (opts.hi != null ? opts.hi : Math.max(1e-9, ...flat.map(Math.abs))) : 0;
+    const lo = div ? -m : (opts.lo != null ? opts.lo : Math.min(0, ...flat));
+    const hi = div ? m : (opts.hi != null ? opts.hi : Math.max(1e-9, ...flat));
+    const color = v => v == null || !isFinite(v) ? [220, 220, 220] : div ? divRGB(v, m) : seqRGB((v - lo) / ((hi - lo) || 1));
+    const [cw, ch] = opts.cell || [clamp(Math.floor(420 / Math.max(C, 1)), 12, 40), clamp(Math.floor(380 / Math.max(R_, 1)), 9, 18)];
+    const longest = Math.max(...colLabels.map(l => String(l).length));
+    const left = clamp(8 + 6.2 * Math.max(...rowLabels.map(l => String(l).length)), 24, 130), topM = opts.title ? 22 : 6, bottom = opts.rotate === false ? 18 : clamp(7 * longest, 18, 110), legendW = Math.max(56, 6 * String(opts.legend || "").length + 6);
+    const svg = svgRoot(left + C * cw + legendW + 8, topM + R_ * ch + bottom + 4, "ls-map " + (opts.cls || ""));
+    if (opts.title) svg.append(s("text", {x: 4, y: 14, "font-weight": "bold"}, opts.title));
+    svg.append(svgImage(heatImage(R_, C, (r, c) => color(values[r][c]), cw, ch), left, topM, C * cw, R_ * ch));
+    const step = Math.max(1, Math.ceil(R_ * 12 / (R_ * ch)));
+    rowLabels.forEach((l, r) => { if (r % step === 0 || r === R_ - 1) svg.append(s("text", {x: left - 4, y: topM + r * ch + ch / 2 + 3.5, "text-anchor": "end", class: "ls-axis"}, l)); });
+    if (opts.rotate === false) colLabels.forEach((l, c) => svg.append(s("text", {x: left + c * cw + cw / 2, y: topM + R_ * ch + 12, "text-anchor": "middle", class: "ls-axis"}, l)));
+    else xLabels(svg, colLabels, left, cw, topM + R_ * ch + 10, {rotate: true});
+    (opts.mark || []).forEach(([r, c]) => svg.append(s("rect", {x: left + c * cw + 0.5, y: topM + r * ch + 0.5, width: cw - 1, height: ch - 1, fill: "none", stroke: "#111", "stroke-width": 1.5})));
+    const lx = left + C * cw + 10, lh = Math.min(R_ * ch, 160);
+    for (let i = 0; i < 30; i++) {
+      const v = hi - (hi - lo) * i / 29;
+      svg.append(s("rect", {x: lx, y: topM + i * lh / 30, width: 10, height: lh / 30 + 0.5, fill: rgb(color(v))}));
+    }
+    svg.append(s("text", {x: lx + 13, y: topM + 8, class: "ls-axis"}, (div && hi > 0 ? "+" : "") + fmtN(hi, 2)));
+    if (div) svg.append(s("text", {x: lx + 13, y: topM + lh / 2 + 3, class: "ls-axis"}, "0"));
+    svg.append(s("text", {x: lx + 13, y: topM + lh, class: "ls-axis"}, fmtN(lo, 2)));
+    if (opts.legend) svg.append(s("text", {x: lx, y: topM + lh + 14, class: "ls-axis"}, opts.legend));
+    if (opts.tipRoot) {
+      const tip = tooltip(opts.tipRoot);
+      const hit = s("rect", {x: left, y: topM, width: C * cw, height: R_ * ch, fill: "transparent", class: opts.onClick ? "ls-click" : null});
+      const cellAt = e => {
+        const b = svg.getBoundingClientRect(), sc = b.width / Number(svg.getAttribute("width"));
+        const c = Math.floor(((e.clientX - b.left) / sc - left) / cw), r = Math.floor(((e.clientY - b.top) / sc - topM) / ch);
+        return r >= 0 && r < R_ && c >= 0 && c < C ? [r, c] : null;
+      };
+      hit.addEventListener("mousemove", e => { const rc = cellAt(e); if (rc) tip.show(e, (opts.tip || ((r, c, v) => `${rowLabels[r]}, ${colLabels[c]}: ${fmtN(v, 4)}`))(rc[0], rc[1], values[rc[0]][rc[1]])); });
+      hit.addEventListener("mouseleave", () => tip.hide());
+      if (opts.onClick) hit.addEventListener("click", e => { const rc = cellAt(e); if (rc) opts.onClick(rc[0], rc[1]); });
+      svg.append(hit);
+    }
+    return svg;
+  }
+
+  /* Dragging to turn a 3-D point cloud: orbit(points) -> {proj(q) -> [x, y, depth],
+   * attach(svg, redraw)}. Points are centred and scaled to fit, then turned by yaw
+   * (drag left/right) and pitch (drag up/down) and drawn with a little perspective. */
+  function orbit(points, W, Ht) {
+    const pts = points.filter(q => q && q.every(v => v != null));
+    const n = Math.max(1, pts.length);
+    const mean = [0, 1, 2].map(d => pts.reduce((a, q) => a + (q[d] || 0), 0) / n);
+    const rad = Math.max(1e-9, ...pts.map(q => Math.hypot((q[0] || 0) - mean[0], (q[1] || 0) - mean[1], (q[2] || 0) - mean[2])));
+    const o = {yaw: 0.7, pitch: 0.35, mean, rad};
+    o.proj = q => {
+      const x = ((q[0] || 0) - mean[0]) / rad, y = ((q[1] || 0) - mean[1]) / rad, z = ((q[2] || 0) - mean[2]) / rad;
+      const cx = Math.cos(o.yaw) * x + Math.sin(o.yaw) * z, cz = -Math.sin(o.yaw) * x + Math.cos(o.yaw) * z;
+      const cy = Math.cos(o.pitch) * y - Math.sin(o.pitch) * cz, dz = Math.sin(o.pitch) * y + Math.cos(o.pitch) * cz;
+      const f = 1 / (1 + 0.25 * dz + 0.25), r = 0.38 * Math.min(W, Ht);
+      return [W / 2 + cx * r * f * 1.25, Ht / 2 - cy * r * f * 1.25, dz];
+    };
+    o.axes = svg => {  // dashed PC1..PC3 axes from the centre
+      const c = o.proj(mean);
+      ["PC1", "PC2", "PC3"].forEach((name, d) => {
+        const q = mean.slice(); q[d] += rad * 0.7; const e = o.proj(q);
+        svg.append(s("line", {x1: c[0], y1: c[1], x2: e[0], y2: e[1], stroke: "#999", "stroke-dasharray": "3 3"}));
+        svg.append(s("text", {x: e[0] + 3, y: e[1], "font-size": 10, fill: "#666"}, name));
+      });
+    };
+    o.attach = (svg, redraw) => {
+      let drag = null;
+      svg.classList.add("ls-3d");
+      svg.addEventListener("pointerdown", e => { drag = [e.clientX, e.clientY, o.yaw, o.pitch]; if (svg.setPointerCapture && e.pointerId != null) try { svg.setPointerCapture(e.pointerId); } catch (err) { /* synthetic events */ } });
+      svg.addEventListener("pointermove", e => { if (!drag) return; o.yaw = drag[2] + (e.clientX - drag[0]) / 120; o.pitch = clamp(drag[3] + (e.clientY - drag[1]) / 120, -1.5, 1.5); redraw(); });
+      const end = () => { drag = null; };
+      svg.addEventListener("pointerup", end); svg.addEventListener("pointercancel", end);
+    };
+    return o;
   }
 
   // ================================================================ renderers
@@ -314,6 +400,6 @@
     // The drawing helpers, for the renderer files (views_*.js) that add to `renderers`.
     _: {SVGNS, FONT, MONO, h, s, svgRoot, clamp, fmtP, fmtN, fmtInt, fmtBytes, showTok, quoteTok, vocabText,
       tokenLabels, mix, rgb, seqColor, seqRGB, warmRGB, divRGB, textOn, PALETTE, tokenColor, unpack, heatImage,
-      svgImage, tooltip, xLabels, yLabels, legendBar, openSource}};
+      svgImage, tooltip, xLabels, yLabels, legendBar, openSource, matrixMap, orbit}};
 })();
 

@@ -5,7 +5,7 @@
   const V = window.LlamaViews;
   const R = V.renderers;
   // eslint-disable-next-line no-unused-vars
-  const {SVGNS, FONT, MONO, h, s, svgRoot, clamp, fmtP, fmtN, fmtInt, fmtBytes, showTok, quoteTok, vocabText, tokenLabels, mix, rgb, seqColor, seqRGB, warmRGB, divRGB, textOn, PALETTE, tokenColor, unpack, heatImage, svgImage, tooltip, xLabels, yLabels, legendBar, openSource} = V._;
+  const {SVGNS, FONT, MONO, h, s, svgRoot, clamp, fmtP, fmtN, fmtInt, fmtBytes, showTok, quoteTok, vocabText, tokenLabels, mix, rgb, seqColor, seqRGB, warmRGB, divRGB, textOn, PALETTE, tokenColor, unpack, heatImage, svgImage, tooltip, xLabels, yLabels, legendBar, openSource, matrixMap, orbit} = V._;
 
   /* ---- the model */
   R.summary = function (p, fig) {
@@ -36,8 +36,9 @@
     const W = 560, bh = 30, gap = 8;
     const Ht = 40 + boxes.length * (bh + gap) + 30;
     const svg = svgRoot(W, Ht, "ls-arch");
-    svg.append(s("text", {x: 8, y: 14, "font-weight": "bold"}, `${p.family}: ${d.L} layers, D=${d.D}, F=${d.F}, V=${fmtInt(d.V)}`));
-    svg.append(s("text", {x: 8, y: 27, "font-size": 10.5, fill: "#334"}, `H=${d.H} query heads of Hd=${d.Hd}, KV=${d.KV} key/value heads (${d.n_rep} query heads share each)`));
+    svg.append(s("text", {x: 8, y: 14, "font-weight": "bold"}, `${p.family} (${p.norm}, ${p.mlp} MLP, ${p.positions === "rope" ? "RoPE" : "learned positions"}): ${d.L} layers, D=${d.D}, F=${d.F}, V=${fmtInt(d.V)}`));
+    svg.append(s("text", {x: 8, y: 27, "font-size": 10.5, fill: "#334"}, `H=${d.H} query heads of Hd=${d.Hd}, KV=${d.KV} key/value heads ` +
+      (d.n_rep > 1 ? `(grouped-query attention: ${d.n_rep} query heads share each)` : "(one per query head)")));
     let firstBlock = -1, lastBlock = -1;
     boxes.forEach((b, i) => { if (b.in_block) { if (firstBlock < 0) firstBlock = i; lastBlock = i; } });
     const root = fig.closest(".ls-root") || fig;
@@ -84,7 +85,7 @@
     svg.append(s("text", {x: l, y: 13, "font-weight": "bold", "font-size": 11}, title));
     svg.append(s("rect", {x: l, y: t, width: W - l - r, height: Ht - t - b, fill: "none", stroke: "#ddd"}));
     [lo, (lo + hi) / 2, hi].forEach(v => svg.append(s("text", {x: l - 3, y: Y(opts.log ? Math.pow(10, v) : v) + 3, "text-anchor": "end", class: "ls-axis"}, fmtN(opts.log ? Math.pow(10, v) : v, 2))));
-    [0, xs.length - 1].forEach(i => svg.append(s("text", {x: X(i), y: Ht - 8, "text-anchor": "middle", class: "ls-axis"}, xs[i])));
+    [0, xs.length - 1].forEach((i, j) => svg.append(s("text", {x: X(i), y: Ht - 8, "text-anchor": j ? "end" : "start", class: "ls-axis"}, xs[i])));
     if (opts.xlabel) svg.append(s("text", {x: (l + W) / 2, y: Ht - 8, "text-anchor": "middle", class: "ls-axis"}, opts.xlabel));
     series.forEach(q => {
       const pts = q.values.map((v, i) => v == null || (opts.log && v <= 0) ? null : `${X(i)},${Y(v)}`).filter(Boolean);
@@ -176,6 +177,31 @@
     fig.append(h("pre", {class: "ls-pre ls-tour-header"}, p.header.join("\n")),
       h("div", {class: "ls-controls"}, prev, next, count), dots, page);
     draw();
+  };
+
+  /* ---- learned position embeddings (GPT-2) */
+  R.positions = function (p, fig) {
+    const P = p.n_positions, xs = Array.from({length: P}, (_, i) => String(i));
+    fig.append(h("div", {class: "ls-subtitle"}, `This model learned one ${fmtInt(p.dim)}-wide vector per position (pos_embeddings, ${fmtInt(p.n_learned)} of them) and adds it to each token's vector before the first block. ${P < p.n_learned ? `Showing positions 0..${P - 1}.` : ""}`));
+    const norms = lineChart([{name: "|vector|", color: "#1f77b4", values: p.norms}], xs, "size of each position's vector", {width: 330, height: 180, xlabel: "position"});
+    const off = lineChart([{name: "mean cosine", color: "#d62728", values: p.by_offset}], xs, "how alike positions k apart are (mean cosine)", {width: 330, height: 180, xlabel: "distance k"});
+    const cos = unpack(p.cosine), n = p.map_positions.length;
+    const cell = clamp(Math.floor(300 / n), 1, 8);
+    const hm = svgRoot(50 + n * cell + 70, 24 + n * cell + 24, "ls-poscos");
+    hm.append(s("text", {x: 4, y: 13, "font-weight": "bold"}, "cosine of positions i and j"));
+    hm.append(svgImage(heatImage(n, n, (r, c) => divRGB(cos.data[r * n + c] * 2 - 1, 1), cell, cell), 40, 20, n * cell, n * cell));
+    hm.append(s("text", {x: 36, y: 28, "text-anchor": "end", class: "ls-axis"}, "0"));
+    hm.append(s("text", {x: 36, y: 20 + n * cell, "text-anchor": "end", class: "ls-axis"}, String(p.map_positions[n - 1])));
+    hm.append(s("text", {x: 40 + n * cell, y: 20 + n * cell + 14, "text-anchor": "end", class: "ls-axis"}, `j → ${p.map_positions[n - 1]}`));
+    legendBar(hm, 46 + n * cell, 40, 56, "", v => divRGB(2 * v - 1, 1), "−1", "+1");
+    const colors = xs.map((_, i) => `hsl(${Math.round(260 * i / Math.max(1, P - 1))}, 70%, 45%)`);
+    const every = Math.max(1, Math.ceil(P / 12));
+    const v = p.variance || [];
+    const path = V.scatter3d(p.coords.map(q => [q[0], q[1] || 0, q[2] || 0]), xs.map((x, i) => i % every === 0 ? x : ""), colors,
+      {path: true, r: P > 200 ? 2.2 : 3.5, width: 440, height: 380, title: "the position vectors in 3-D, in order (drag to rotate)",
+        footer: "PCA of the vectors; variance explained: " + v.map((x, i) => `PC${i + 1} ${(100 * x).toFixed(1)}%`).join(", ")});
+    fig.append(h("div", {class: "ls-row"}, h("div", {class: "ls-panel"}, norms, off), h("div", {class: "ls-panel"}, hm), h("div", {class: "ls-panel"}, path)));
+    fig.append(h("div", {class: "ls-caption"}, "Trained GPT-2 position vectors lie on a smooth curve: neighbours are alike (a bright band along the diagonal) and similarity falls with distance. A random or untrained model shows no such structure. Llama models have no such vectors: they rotate q and k by position inside every attention layer (RoPE)."));
   };
 
 })();

@@ -5,7 +5,7 @@
   const V = window.LlamaViews;
   const R = V.renderers;
   // eslint-disable-next-line no-unused-vars
-  const {SVGNS, FONT, MONO, h, s, svgRoot, clamp, fmtP, fmtN, fmtInt, fmtBytes, showTok, quoteTok, vocabText, tokenLabels, mix, rgb, seqColor, seqRGB, warmRGB, divRGB, textOn, PALETTE, tokenColor, unpack, heatImage, svgImage, tooltip, xLabels, yLabels, legendBar, openSource} = V._;
+  const {SVGNS, FONT, MONO, h, s, svgRoot, clamp, fmtP, fmtN, fmtInt, fmtBytes, showTok, quoteTok, vocabText, tokenLabels, mix, rgb, seqColor, seqRGB, warmRGB, divRGB, textOn, PALETTE, tokenColor, unpack, heatImage, svgImage, tooltip, xLabels, yLabels, legendBar, openSource, matrixMap, orbit} = V._;
 
   /* ---- next-token table: model probability (grey) and sampling probability (colour) */
   R.topk = R.state = function (p, fig, ctx) {
@@ -128,6 +128,7 @@
           "font-size": clamp(cell * 0.75, 7, 11), transform: `rotate(-60 ${x} ${lab - 5})`}, `${i} ${t}`));
       });
       g.append(s("text", {x: 4, y: 12, class: "ls-axis"}, "query ↓  key →"));
+      legendBar(g, 6, 34, 70, "probability", v => seqRGB(v * v), "0", "1", ".25");
       sv.append(g);
       const hl = s("rect", {fill: "none", stroke: "#e6550d", "stroke-width": 2, display: "none"});
       sv.append(hl);
@@ -176,14 +177,14 @@
     const labels = tokenLabels(p), T = labels.length, S = p.stages.length;
     const root = fig.closest(".ls-root") || fig;
     const tip = tooltip(root);
-    const cw = clamp(Math.floor(900 / Math.max(T, 1)), 46, 78), ch = 17, left = 44, topM = 8, bottom = 104;
+    const cw = clamp(Math.floor(900 / Math.max(T, 1)), 46, 78), ch = 17, left = 50, topM = 8, bottom = 104;
     const W = left + T * cw + 6, Ht = topM + S * ch + bottom;
     const svg = svgRoot(W, Ht, "ls-lens");
     // Last layer on top, embeddings at the bottom: the stream flows upwards.
     const rowY = st => topM + (S - 1 - st) * ch;
     const detail = h("div", {class: "ls-panel ls-lens-detail"}, h("div", {class: "ls-note"}, "Click a cell for its top candidates."));
     for (let st = 0; st < S; st++) {
-      svg.append(s("text", {x: left - 4, y: rowY(st) + 12, "text-anchor": "end", class: "ls-axis"}, p.stages[st]));
+      svg.append(s("text", {x: left - 4, y: rowY(st) + 12, "text-anchor": "end", class: "ls-axis"}, st === 0 && p.stage0 === "token + position" ? "tok+pos" : p.stages[st]));
       for (let t = 0; t < T; t++) {
         const pr = p.top_probs[st][t], id = p.top_ids[st][t];
         const c = seqRGB(pr);
@@ -199,7 +200,8 @@
       }
     }
     xLabels(svg, labels.map((l, i) => `${i} ${l}`), left, cw, topM + S * ch + 10, {rotate: true});
-    legendBar(svg, Math.max(left, W - 170), Ht - 22, 150, "probability of the top token", v => seqRGB(v * v), "0", "1");
+    svg.append(s("text", {x: left, y: Ht - 4, class: "ls-axis"}, "position and the token there (each cell guesses the token after it)"));
+    legendBar(svg, Math.max(left + 330, W - 170), Ht - 22, 150, "probability of the top token", v => seqRGB(v * v), "0", "1", "0.25");
     function showCell(st, t) {
       detail.innerHTML = "";
       detail.append(h("div", {class: "ls-subtitle"}, `${p.stage_hooks[st]} at position ${t} (${labels[t]}): top ${p.k}`));
@@ -211,7 +213,7 @@
       });
       detail.append(tbl);
     }
-    fig.append(h("div", {class: "ls-caption"}, "Each cell: the most likely next token if the model stopped at that layer (final norm + output matrix applied to the residual stream), coloured by its probability; bold = the same as the model's final prediction. Bottom row: the embeddings; top row: the last block."));
+    fig.append(h("div", {class: "ls-caption"}, `Each cell: the most likely next token if the model stopped at that layer (final norm + output matrix applied to the residual stream), coloured by its probability; bold = the same as the model's final prediction. Bottom row: ${p.stage0 === "token + position" ? "the token + position embeddings that enter the first block" : "the token embeddings"}; top row: the last block.`));
     fig.append(h("div", {class: "ls-row"}, h("div", {class: "ls-scroll"}, svg), detail));
     showCell(S - 1, T - 1);
   };
@@ -244,54 +246,62 @@
     const W = 460, Ht = 400, box = h("div", {class: "ls-panel"});
     const svg = svgRoot(W, Ht, "ls-3d");
     const S = traj.coords.length, P = labels.length;
-    let yaw = 0.7, pitch = 0.35, stage = S - 1, lines = true;
-    let all = []; traj.coords.forEach(st => st.forEach(q => all.push(q)));
-    const mean = [0, 1, 2].map(d => all.reduce((a, q) => a + (q[d] || 0), 0) / all.length);
-    const rad = Math.max(...all.map(q => Math.hypot((q[0] || 0) - mean[0], (q[1] || 0) - mean[1], (q[2] || 0) - mean[2]))) || 1;
-    function proj(q) {
-      const x = ((q[0] || 0) - mean[0]) / rad, y = ((q[1] || 0) - mean[1]) / rad, z = ((q[2] || 0) - mean[2]) / rad;
-      const cx = Math.cos(yaw) * x + Math.sin(yaw) * z, cz = -Math.sin(yaw) * x + Math.cos(yaw) * z;
-      const cy = Math.cos(pitch) * y - Math.sin(pitch) * cz, dz = Math.sin(pitch) * y + Math.cos(pitch) * cz;
-      const f = 1 / (1 + 0.25 * dz + 0.25);
-      return [W / 2 + cx * 150 * f * 1.25, Ht / 2 - cy * 150 * f * 1.25, dz];
-    }
+    let stage = S - 1, lines = true;
+    const all = []; traj.coords.forEach(st => st.forEach(q => all.push(q)));
+    const o = orbit(all, W, Ht);
     function draw() {
       svg.innerHTML = "";
       svg.append(s("rect", {x: 0.5, y: 0.5, width: W - 1, height: Ht - 1, fill: "#fcfcff", stroke: "#ddd"}));
-      const o = proj(mean);
-      ["PC1", "PC2", "PC3"].forEach((name, d) => {
-        const q = mean.slice(); q[d] += rad * 0.7; const e = proj(q);
-        svg.append(s("line", {x1: o[0], y1: o[1], x2: e[0], y2: e[1], stroke: "#999", "stroke-dasharray": "3 3"}));
-        svg.append(s("text", {x: e[0] + 3, y: e[1], "font-size": 10, fill: "#666"}, name));
-      });
+      o.axes(svg);
       if (lines) for (let t = 0; t < P; t++) {
-        const pts = traj.coords.map(st => proj(st[t]));
+        const pts = traj.coords.map(st => o.proj(st[t]));
         svg.append(s("polyline", {points: pts.map(q => `${q[0]},${q[1]}`).join(" "), fill: "none", stroke: colors[t], "stroke-width": 1.1, opacity: 0.45}));
       }
-      const pts = traj.coords[stage].map((q, t) => [proj(q), t]).sort((a, b) => b[0][2] - a[0][2]);
+      const pts = traj.coords[stage].map((q, t) => [o.proj(q), t]).sort((a, b) => b[0][2] - a[0][2]);
       for (const [q, t] of pts) {
         svg.append(s("circle", {cx: q[0], cy: q[1], r: 5, fill: colors[t], stroke: "#fff"}));
         svg.append(s("text", {x: q[0] + 6, y: q[1] - 5, "font-size": 10.5, "font-family": MONO, fill: colors[t]}, labels[t]));
       }
-      svg.append(s("text", {x: 8, y: 16, "font-size": 11, "font-weight": "bold"}, `stage ${stagesLbl[stage]} (one PCA fitted on all stages; drag to rotate)`));
+      svg.append(s("text", {x: 8, y: 16, "font-size": 11, "font-weight": "bold"}, `dots: the tokens at ${stagesLbl[stage]}; lines: their paths`));
       const v = traj.variance || [];
-      svg.append(s("text", {x: 8, y: Ht - 8, "font-size": 10, fill: "#555"}, "variance explained: " + v.map((x, i) => `PC${i + 1} ${(100 * x).toFixed(1)}%`).join(", ")));
+      svg.append(s("text", {x: 8, y: Ht - 8, "font-size": 10, fill: "#555"}, "one PCA fitted on all stages; variance explained: " + v.map((x, i) => `PC${i + 1} ${(100 * x).toFixed(1)}%`).join(", ")));
     }
-    let drag = null;
-    svg.addEventListener("pointerdown", e => { drag = [e.clientX, e.clientY, yaw, pitch]; svg.setPointerCapture(e.pointerId); });
-    svg.addEventListener("pointermove", e => { if (!drag) return; yaw = drag[2] + (e.clientX - drag[0]) / 120; pitch = clamp(drag[3] + (e.clientY - drag[1]) / 120, -1.5, 1.5); draw(); });
-    svg.addEventListener("pointerup", () => { drag = null; });
+    o.attach(svg, draw);
     const slider = h("input", {type: "range", min: 0, max: S - 1, value: stage, class: "ls-stage-slider"});
     const lab = h("span", {class: "ls-caption"}, stagesLbl[stage]);
     slider.addEventListener("input", () => { stage = Number(slider.value); lab.textContent = stagesLbl[stage]; draw(); if (onStage) onStage(stage); });
     const cb = h("input", {type: "checkbox", checked: true});
     cb.addEventListener("change", () => { lines = cb.checked; draw(); });
-    box.append(h("div", {class: "ls-subtitle"}, "3-D: each token's path through the layers"), svg,
+    box.append(h("div", {class: "ls-subtitle"}, "3-D (drag to rotate): each token's path through the layers"), svg,
       h("div", {class: "ls-controls"}, h("label", null, "stage ", slider), lab, h("label", null, cb, " trajectories")));
     draw();
-    box._rotate = (dy, dp) => { yaw += dy; pitch += dp; draw(); };
     return box;
   }
+
+  /* A rotatable 3-D scatter of labelled points (token embeddings, position vectors). */
+  function scatter3d(points, labels, colors, opts) {
+    opts = opts || {};
+    const W = opts.width || 520, Ht = opts.height || 440;
+    const svg = svgRoot(W, Ht, "ls-3d ls-scatter3d");
+    const o = orbit(points, W, Ht);
+    function draw() {
+      svg.innerHTML = "";
+      svg.append(s("rect", {x: 0.5, y: 0.5, width: W - 1, height: Ht - 1, fill: "#fcfcff", stroke: "#ddd"}));
+      o.axes(svg);
+      if (opts.path) svg.append(s("polyline", {points: points.map(q => o.proj(q)).map(q => `${q[0]},${q[1]}`).join(" "), fill: "none", stroke: "#8896aa", "stroke-width": 1, opacity: 0.6}));
+      const order = points.map((q, i) => [o.proj(q), i]).sort((a, b) => b[0][2] - a[0][2]);
+      for (const [q, i] of order) {
+        svg.append(s("circle", {cx: q[0], cy: q[1], r: opts.r || 5, fill: colors[i], stroke: "#fff", "stroke-width": opts.r && opts.r < 4 ? 0.5 : 1}));
+        if (labels[i]) svg.append(s("text", {x: q[0] + 6, y: q[1] - 5, "font-size": 10.5, "font-family": MONO, fill: colors[i]}, labels[i]));
+      }
+      if (opts.title) svg.append(s("text", {x: 8, y: 16, "font-size": 11, "font-weight": "bold"}, opts.title));
+      if (opts.footer) svg.append(s("text", {x: 8, y: Ht - 8, "font-size": 10, fill: "#555"}, opts.footer));
+    }
+    o.attach(svg, draw);
+    draw();
+    return svg;
+  }
+  V.scatter3d = scatter3d;
 
   function heatGrid(values, rowLabels, colLabels, title, opts) {
     // values: rows x cols (numbers or null); log colour by default.
@@ -354,9 +364,27 @@
     const norms = h("div", {class: "ls-panel"}, h("div", {class: "ls-subtitle"}, "Activation sizes (log colour): a token whose row is far darker than the others carries a \"massive activation\"."));
     const row = h("div", {class: "ls-wrap"});
     row.append(heatGrid(p.resid_norm, p.stages, labels.map((l, i) => `${i} ${l}`), "residual stream L2 norm", {tipRoot: root}));
-    row.append(heatGrid(p.mlp_max_abs, p.stages.slice(1), labels.map((l, i) => `${i} ${l}`), "MLP: largest |silu(gate)·up|", {tipRoot: root}));
+    const act = p.mlp === "GELU" ? "gelu(up)" : "silu(gate)·up";
+    row.append(heatGrid(p.mlp_max_abs, p.stages.slice(1), labels.map((l, i) => `${i} ${l}`), `MLP: largest |${act}|`, {tipRoot: root}));
     norms.append(row);
     fig.append(norms);
+  };
+
+  /* ---- token embeddings: the text's distinct token vectors in 3-D */
+  R.embeddings = function (p, fig) {
+    if (!p.coords) { fig.append(h("div", {class: "ls-note"}, "Type a text with at least two different tokens.")); return; }
+    const labels = p.ids.map(id => showTok(vocabText(p, id), 14));
+    const colors = p.ids.map((_, i) => tokenColor(i, p.ids.length));
+    const v = p.variance || [];
+    const pts = p.coords.map(q => [q[0], q[1] || 0, q[2] || 0]);
+    fig.append(h("div", {class: "ls-subtitle"}, `The ${p.ids.length} distinct tokens of your text: their rows of tok_embeddings.weight (${fmtInt(p.vocab_size)} × ${fmtInt(p.dim)}), projected on the top 3 principal components of these rows. Tokens close together start out alike to the model.`));
+    const svg = V.scatter3d(pts, labels, colors, {title: "token vectors, PCA in 3-D (drag to rotate)",
+      footer: "variance explained: " + v.map((x, i) => `PC${i + 1} ${(100 * x).toFixed(1)}%`).join(", ")});
+    const tbl = h("table", {class: "ls-table"}, h("tr", null, h("th", null, "token"), h("th", null, "id"), h("th", null, "first at"), h("th", null, "|vector|")));
+    p.ids.forEach((id, i) => tbl.append(h("tr", null, h("td", {class: "ls-mono", style: `color:${colors[i]}`}, labels[i]),
+      h("td", null, String(id)), h("td", null, String(p.positions[i])), h("td", null, fmtN(p.norms[i], 3)))));
+    fig.append(h("div", {class: "ls-row"}, h("div", {class: "ls-panel"}, svg), h("div", {class: "ls-panel"}, tbl)));
+    fig.append(h("div", {class: "ls-caption"}, "A token's embedding does not depend on where it stands, so a repeated token is one point. The residual stream view's stage 0 (embed) is what enters the first block" + (p.family === "GPT-2" ? " (for GPT-2 that adds each position's vector)." : ".")));
   };
 
 })();
