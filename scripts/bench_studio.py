@@ -77,8 +77,12 @@ def bench_api(port: int, repeat: int) -> dict:
         timed("edit at the start (API)", lambda: c.ok("text", {"text": "A" + PROMPT[1:]}))
         timed("sampling change (API, no model run)", lambda: c.ok("state", {"temperature": 0.8, "top_p": 0.9}))
         c.ok("text", {"text": PROMPT})
+        _, info = c.get("/api/info")
+        available = {v["name"] for v in info["views"] if v["available"]}
         for kind in VIEWS:
-            timed(f"view {kind}", lambda: c.ok(f"view/{kind}", {"options": {}}))
+            if kind in available:  # positions is GPT-2's
+                options = {"corrupt": "The capital of Italy is"} if kind == "patching" else {}
+                timed(f"view {kind}", lambda: c.ok(f"view/{kind}", {"options": options}))
         for kind in ("lens", "residual", "dla"):
             timed(f"view {kind} again (capture cached)", lambda: c.ok(f"view/{kind}", {"options": {}}))
         t0 = time.perf_counter()
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from llama.speed import use_fast_kernels
+    from llama.speed import optimize
     from llama.studio.engine import Engine
     from llama.studio.server import StudioServer
     from tokenizer import load_tokenizer
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     path = default_model_path()
     t0 = time.perf_counter()
     model = load_model(path)
-    use_fast_kernels(model)
+    optimize(model)  # as llama-studio runs it (the choices not kept on disk here)
     server = StudioServer(Engine(model, load_tokenizer(path), name="SmolLM2-135M-Instruct"), "127.0.0.1", 0).start()
     load_s = time.perf_counter() - t0
     try:
