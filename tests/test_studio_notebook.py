@@ -58,8 +58,8 @@ def test_every_view_cell_carries_its_own_renderer(executed):
         assert "window.LlamaViews" in html and "LlamaViews.mount" in html
         assert not re.search(r"<script[^>]+src=|<link[^>]+href=|@import", html)
         kinds.append(re.search(r'"kind":"([a-z]+)"', html).group(1))
-    assert {"summary", "architecture", "residual", "topk", "attention", "rope", "lens", "dla",
-            "intervene", "tour"} <= set(kinds)
+    assert {"summary", "architecture", "residual", "embeddings", "topk", "attention", "rope", "lens",
+            "dla", "intervene", "tour"} <= set(kinds)
 
 
 @pytest.mark.skipif(browser_missing(), reason=NO_BROWSER)
