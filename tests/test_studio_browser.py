@@ -202,8 +202,15 @@ def test_generate_streams_and_stop_stops(env):
             "b.dispatchEvent(new Event('input'));")
     wait(lambda: "context holds 8192" in (texts(env, "#too-long-msg") or [""])[0], what="the too-long message")
     assert css(env, "#keep-end")
-    # Back to the prompt for the views.
+    # Typing afterwards makes the text the user's own: no chip stays marked as generated
+    # and the generated text under the buttons goes.
     box = css(env, "#text")[0]
+    box.clear()
+    box.send_keys(PROMPT + " Paris and")
+    wait(lambda: state(env)["n_tokens"] == 7 and not js(env, "return window.LlamaStudioPage.busy()"), what="a typed text")
+    assert len(css(env, "#tokens .app-tok")) == 7 and not css(env, "#tokens .app-gen")
+    assert texts(env, "#gen-out") == [""]
+    # Back to the prompt for the views.
     box.clear()
     box.send_keys(PROMPT)
     wait(lambda: state(env)["n_tokens"] == 5 and state(env)["text"] == PROMPT

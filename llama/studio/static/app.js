@@ -66,6 +66,9 @@
   // (a fast typist never queues a request per keystroke, and answers arrive in order).
   let pendingText = null, inFlight = false, truncateNext = false;
   function onType() {
+    // A typed text is the user's own: no token of it counts as picked or generated any more.
+    app.genFrom = null;
+    $("gen-out").textContent = "";
     pendingText = $("text").value;
     if (!inFlight) sendText();
   }
