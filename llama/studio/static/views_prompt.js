@@ -177,8 +177,9 @@
     const labels = tokenLabels(p), T = labels.length, S = p.stages.length;
     const root = fig.closest(".ls-root") || fig;
     const tip = tooltip(root);
-    const cw = clamp(Math.floor(900 / Math.max(T, 1)), 46, 78), ch = 17, left = 50, topM = 8, bottom = 104;
-    const W = left + T * cw + 6, Ht = topM + S * ch + bottom;
+    const cw = clamp(Math.floor(900 / Math.max(T, 1)), 46, 78), ch = 17, left = 50, topM = 8, bottom = 140;
+    // Wide enough for the legend and the axis note under the grid, however short the text.
+    const W = Math.max(left + T * cw + 6, left + 390), Ht = topM + S * ch + bottom;
     const svg = svgRoot(W, Ht, "ls-lens");
     // Last layer on top, embeddings at the bottom: the stream flows upwards.
     const rowY = st => topM + (S - 1 - st) * ch;
@@ -201,7 +202,7 @@
     }
     xLabels(svg, labels.map((l, i) => `${i} ${l}`), left, cw, topM + S * ch + 10, {rotate: true});
     svg.append(s("text", {x: left, y: Ht - 4, class: "ls-axis"}, "position and the token there (each cell guesses the token after it)"));
-    legendBar(svg, Math.max(left + 330, W - 170), Ht - 22, 150, "probability of the top token", v => seqRGB(v * v), "0", "1", "0.25");
+    legendBar(svg, left, Ht - 40, 150, "probability of the top token", v => seqRGB(v * v), "0", "1", "0.25");
     function showCell(st, t) {
       detail.innerHTML = "";
       detail.append(h("div", {class: "ls-subtitle"}, `${p.stage_hooks[st]} at position ${t} (${labels[t]}): top ${p.k}`));
