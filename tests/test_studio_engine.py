@@ -263,19 +263,23 @@ def test_token_embeddings_in_3d(engine):
 
 
 def test_saliency_is_input_times_gradient(engine):
+    """Checked on the runner-up token: the tiny model's top token has p = 1.0 to float32
+    precision, so its log p has no gradient to compare."""
     engine.set_text("a", TEXT)
-    p = engine.view("a", "saliency", {"position": 5})
     ids = torch.tensor([ids_of(TEXT)])
     model = engine.model
     emb = model.tok_embeddings(ids).detach().requires_grad_(True)
     model.reset_cache()
     with intervene(model, {"tok_embeddings": lambda v: emb}):
         logp = torch.log_softmax(model(ids)[0, 5].float(), -1)
-    target = int(logp.argmax())
-    logp[target].backward()
     model.reset_cache()
+    top, target = torch.topk(logp, 2).indices.tolist()
+    assert engine.view("a", "saliency", {"position": 5})["target"] == top
+    p = engine.view("a", "saliency", {"position": 5, "target": target})
+    logp[target].backward()
     want = (emb * emb.grad)[0].sum(-1).detach().numpy()
-    assert p["target"] == target and np.allclose(p["scores"], want, atol=1e-4)
+    assert p["target"] == target and np.allclose(p["scores"], want, atol=1e-4, rtol=1e-3)
+    assert max(abs(v) for v in p["scores"][:6]) > 0.01  # something to compare
     assert p["scores"][6:] == [0.0] * (len(ids_of(TEXT)) - 6)  # causal: later tokens cannot matter
 
 
@@ -350,10 +354,15 @@ def test_ablating_a_blocks_attention_or_mlp_matches_the_hand_edit(engine):
                                            "mode": "zero" if edit == "ablate_attn" else "mean"})
         engine.model.reset_cache()
         with torch.no_grad(), intervene(engine.model, {hook: fn}):
-            want = torch.softmax(engine.model(ids)[0, -1].float(), -1)
+            want = engine.model(ids)[0, -1].float()
         engine.model.reset_cache()
-        assert p["edited"][0]["id"] == int(want.argmax()), edit
-        assert abs(p["edited"][0]["prob"] - float(want.max())) < 1e-4, edit
+        # The top token's probability stays 1.0 in this tiny model: compare the logits.
+        clean = full_logits(engine.model, ids_of(TEXT))[-1]
+        rows = p["edited"]
+        assert rows[0]["id"] == int(want.argmax()), edit
+        assert np.allclose([r["logit"] for r in rows], want[[r["id"] for r in rows]].numpy(), atol=1e-3), edit
+        assert abs(p["max_abs_logit_change"] - float((want - clean).abs().max())) < 1e-3, edit
+        assert p["max_abs_logit_change"] > 0.1, edit
     assert a.n_heads > 1
 
 
@@ -423,13 +432,20 @@ def test_patching_map_cells_are_patched_runs(engine):
 
 
 def test_head_ablation_map_cells_are_ablated_runs(engine):
+    """The tiny model's top token has p = 1.0 to float32 precision (log p = 0 whatever is
+    ablated), so the map is checked on the runner-up, whose log p does move."""
     engine.set_text("a", TEXT)
-    p = engine.view("a", "ablation")
     model, ids = engine.model, ids_of(TEXT)
-    target = p["target"]
-    base = float(torch.log_softmax(full_logits(model, ids)[-1], -1)[target])
+    logits = full_logits(model, ids)[-1]
+    top = engine.view("a", "ablation")
+    assert top["target"] == int(logits.argmax())
+    target = int(torch.topk(logits, 2).indices[1])
+    p = engine.view("a", "ablation", {"target": target})
+    assert p["target"] == target
+    base = float(torch.log_softmax(logits, -1)[target])
     assert abs(p["baseline"] - base) < 1e-4
-    for layer, head in ((0, 0), (1, 6)):
+    assert max(abs(v) for row in p["scores"] for v in row) > 0.01  # the heads matter to it
+    for layer, head in ((0, 0), (1, 6), tuple(p["top"][0][:2])):
         model.reset_cache()
         with torch.no_grad(), intervene(model, {f"layers.{layer}.attention.heads": ablate_heads(head)}):
             lp = float(torch.log_softmax(model(torch.tensor([ids]))[0, -1].float(), -1)[target])
