@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup test repl clean
+.PHONY: setup test repl studio clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(VENV)/.installed
 
 repl: $(VENV)/.installed
 	@$(VENV)/bin/llama-repl
+
+studio: $(VENV)/.installed
+	@$(VENV)/bin/llama-studio
 
 clean:
 	rm -rf $(VENV)

@@ -161,3 +161,27 @@ def test_what_a_kind_needs_is_checked(model):
         assert kind.needs in ("prompt", "model", "config")
         assert kind.captures <= kind.from_capture  # captured numbers can come from a file
         assert all(o.name.isidentifier() for o in kind.options)
+
+
+def test_lens_in_row_chunks_equals_the_lens_from_whole_softmaxes(model, monkeypatch):
+    """The lens decodes a few positions at a time (a long prompt times the vocabulary does
+    not fit in memory at once) and keeps no (stages, T, V) array; its numbers equal a
+    softmax of every stage's whole (T, V) logits written out here."""
+    import llama.analysis.lens as lens_module
+
+    cache = run_and_capture(model, torch.tensor([IDS]), ["tok_embeddings", "layers.*.resid_post"])
+    V = model.args.vocab_size
+    monkeypatch.setattr(lens_module, "CHUNK_LOGITS", 3 * V)  # three positions per product
+    chunked = logit_lens(model, cache, k=4)
+    names = ["tok_embeddings"] + [f"layers.{i}.resid_post" for i in range(model.args.n_layers)]
+    with torch.no_grad():
+        probs = torch.stack([torch.softmax(model.output(model.norm(cache[n][0])).float(), -1)
+                             for n in names])  # (S, T, V)
+    top_p, top_i = torch.sort(probs, dim=-1, descending=True, stable=True)
+    np.testing.assert_array_equal(chunked.ranked_ids, top_i[..., :4].numpy())
+    np.testing.assert_allclose(chunked.ranked_probs, top_p[..., :4].numpy(), atol=1e-6)
+    final = top_i[-1, :, 0]
+    np.testing.assert_array_equal(chunked.final_ids, final.numpy())
+    np.testing.assert_allclose(chunked.final_token_probs,
+                               probs.gather(-1, final[None, :, None].expand(len(names), -1, 1))[..., 0].numpy(),
+                               atol=1e-6)

@@ -17,6 +17,9 @@ from ..generate import ranked
 from .capture import Cache, n_layers_in, residual_stages
 from .common import AnalysisError
 
+# Logits computed at once by the lens (64 MiB of float32); tests lower it to check chunking.
+CHUNK_LOGITS = 1 << 24
+
 
 @dataclass
 class LogitLens:
@@ -48,20 +51,37 @@ def logit_lens(model: torch.nn.Module, cache: Cache, stages: list[int] | None = 
         raise AnalysisError(f"k must be an integer >= 1, got {k!r}")
     stages = list(range(L + 1)) if stages is None else list(stages)
     weight = model.output.weight
-    best_ids, best_p, all_probs = [], [], []
-    with torch.no_grad():
-        for h in residual_stages(cache, stages, "lens", family.residual_input):  # each (T, D)
+    V = weight.shape[0]
+    vectors = residual_stages(cache, stages, "lens", family.residual_input)  # each (T, D)
+    T = vectors[0].shape[0]
+    # At most CHUNK_LOGITS logits at once (a long prompt times the vocabulary is large):
+    # rows of positions per product, and only each row's top k and one probability kept.
+    rows = max(1, CHUNK_LOGITS // V)
+
+    def decode(h: torch.Tensor, final: torch.Tensor | None):
+        best_p, best_i, of_final = [], [], []
+        for start in range(0, T, rows):
             # Same dtype and device as the model's own last step, so the last stage matches.
-            h = h.to(device=weight.device, dtype=weight.dtype)
-            logits = model.output(model.norm(h)).float()  # (T, D) -> (T, V)
+            x = h[start:start + rows].to(device=weight.device, dtype=weight.dtype)
+            logits = model.output(model.norm(x)).float()  # (rows, D) -> (rows, V)
             probs = torch.softmax(logits, dim=-1).cpu()
-            p, i = ranked(probs, k)  # (T, k) each
-            best_ids.append(i.numpy())
-            best_p.append(p.numpy())
-            all_probs.append(probs)
-    ranked_ids, ranked_probs = np.stack(best_ids), np.stack(best_p)  # (S, T, k)
-    final = torch.as_tensor(ranked_ids[-1, :, 0])
-    final_p = np.stack([pr.gather(-1, final[:, None])[:, 0].numpy() for pr in all_probs])
+            p, i = ranked(probs, k)  # (rows, k) each
+            best_p.append(p)
+            best_i.append(i)
+            if final is not None:
+                of_final.append(probs.gather(-1, final[start:start + rows, None])[:, 0])
+        return torch.cat(best_i), torch.cat(best_p), (torch.cat(of_final) if final is not None else None)
+
+    with torch.no_grad():
+        # The last stage first: its top token (the model's prediction when the last stage
+        # is the last block) is the one every other stage is scored on.
+        last_i, last_p, _ = decode(vectors[-1], None)
+        final = last_i[:, 0]  # (T,)
+        out = [decode(h, final) for h in vectors[:-1]]
+        out.append((last_i, last_p, last_p[:, 0]))  # the last stage's own top probability
+    ranked_ids = torch.stack([o[0] for o in out]).numpy()  # (S, T, k)
+    ranked_probs = torch.stack([o[1] for o in out]).numpy()
+    final_p = torch.stack([o[2] for o in out]).numpy()  # (S, T)
     return LogitLens(stages, ranked_ids[..., 0], ranked_probs[..., 0], ranked_ids[-1, :, 0],
                      final_p, ranked_ids, ranked_probs, family.residual_input_label,
                      family.residual_input)
