@@ -22,6 +22,7 @@ from gpt2_models import (
 from llama.config import ConfigError, ModelArgs
 from llama.gpt2 import GPT2, GPT2Config
 from llama.hooks import capture, intervene, load_capture, run_with_cache, save_capture
+from llama.parity.reference import cached_step
 from llama.source import hook_source
 from llama.taps import Tappable, hook_order
 from weights import load_model
@@ -71,12 +72,10 @@ def test_prefill_then_decode_token_by_token(pair):
     tokens = tokens_for(hf.config.vocab_size, length=72, seed=5)
     with torch.no_grad():
         full = hf(tokens).logits
-        out = hf(tokens[:, :64], use_cache=True)
+        out, past = cached_step(hf, tokens[:, :64])
         hf_steps = [out.logits]
-        past = out.past_key_values
         for pos in range(64, 72):
-            out = hf(tokens[:, pos : pos + 1], past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out, past = cached_step(hf, tokens[:, pos : pos + 1], past)
             hf_steps.append(out.logits)
         ours.reset_cache()
         steps = [ours(tokens[:, :64])]

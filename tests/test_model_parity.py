@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from llama.parity.reference import cached_step
 from tiny_models import TINY_CONFIGS, ours_from_hf, tiny_hf_model
 
 KINDS = list(TINY_CONFIGS)
@@ -82,12 +83,10 @@ def test_decode_matches_transformers_cache():
     ours = ours_from_hf(hf)
     tokens = _tokens(hf.config.vocab_size, batch=1, length=20, seed=5)
     with torch.no_grad():
-        out = hf(tokens[:, :12], use_cache=True)
-        past = out.past_key_values
+        out, past = cached_step(hf, tokens[:, :12])
         ours(tokens[:, :12])
         for pos in range(12, 20):
-            out = hf(tokens[:, pos : pos + 1], past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out, past = cached_step(hf, tokens[:, pos : pos + 1], past)
             got = ours(tokens[:, pos : pos + 1], start_pos=pos)
             assert (got - out.logits).abs().max().item() <= ATOL_F32
 

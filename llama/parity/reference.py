@@ -340,22 +340,23 @@ def layer_trace(fam: Family, layer: torch.nn.Module, i: int, h: torch.Tensor, la
     return result, out
 
 
-def _cache_kwarg(model: torch.nn.Module) -> str:
-    """transformers 5.x calls the KV cache argument `cache` (`past_key_values` before)."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+def cached_step(model: torch.nn.Module, ids: torch.Tensor, cache: Any = None) -> tuple[Any, Any]:
+    """One forward of a transformers model through its KV cache: (output, the cache to pass
+    next). transformers 5.x calls the cache argument and output field `cache` (it warns on
+    `past_key_values`, its earlier name, and will drop it); older versions know only that."""
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    out = model(input_ids=ids, use_cache=True, **({key: cache} if cache is not None else {}))
+    new = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+    return out, new
 
 
 def stepwise_logits(ref: Reference, ids: torch.Tensor) -> torch.Tensor:
     """Logits (1, T, V) from feeding ids one token at a time through transformers' cache."""
-    model = ref.model
-    key = _cache_kwarg(model)
     cache = None
     steps = []
     with torch.no_grad():
         for t in range(ids.shape[1]):
-            out = model(input_ids=ids[:, t : t + 1], use_cache=True, **{key: cache})
-            cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+            out, cache = cached_step(ref.model, ids[:, t : t + 1], cache)
             steps.append(out.logits.float().cpu())
     return torch.cat(steps, dim=1)
 
@@ -376,4 +377,5 @@ __all__ = [
     "trace",
     "layer_trace",
     "stepwise_logits",
+    "cached_step",
 ]
