@@ -156,6 +156,26 @@ def test_calibration_takes_a_faster_candidate_that_agrees(rigged):
     assert all(set(r["refused"]) == {"wrong"} for r in report.values())
 
 
+def test_plain_kernels_is_f_linear_for_a_while_and_keeps_the_choices(rigged, monkeypatch):
+    rigged(EXACT)  # a chosen kernel whose results differ from F.linear's in the last bits
+    model = ours_from_hf(tiny_hf_model("llama2"))
+    with torch.no_grad():
+        plain = _prefill_then_decode(model, _tokens(model, 12, seed=3), 8)
+    optimize(model)
+    fast, report = _decode_choices(model)
+    assert all(r["kernel"] == "exact" for r in report.values()) and not torch.equal(fast, plain)
+
+    def no_second_calibration(self, key, x):
+        raise AssertionError(f"calibrated again for {key}")
+
+    monkeypatch.setattr(calibrate.Plan, "_choose", no_second_calibration)
+    with speed.plain_kernels(model):
+        inside, _ = _decode_choices(model)
+    assert torch.equal(inside, plain)  # nothing but F.linear ran
+    again, report_after = _decode_choices(model)
+    assert torch.equal(again, fast) and report_after == report  # the same choices, unchecked
+
+
 def test_less_accurate_candidates_need_same_accuracy_off(rigged):
     rigged(NOISY)
     model = ours_from_hf(tiny_hf_model("llama2"))

@@ -56,7 +56,7 @@ from llama.gpt2 import GPT2Config
 from .checkpoint import Checkpoint
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .gguf_file import GGUF_LAYER, TensorData
-from .hf import INDEX, SINGLE, read_json, tensor_files
+from .hf import INDEX, SINGLE, read_hf_config, tensor_files
 from .hf_layout import rename_tensor
 from .meta import load_pth
 
@@ -187,11 +187,7 @@ def _weight_files(folder: Path) -> dict[str, Any]:
 
 
 def read_gpt2_hf_config(folder: Path, **overrides: Any) -> GPT2Config:
-    config = read_json(folder / "config.json", "the Hugging Face config")
-    try:
-        return GPT2Config.from_hf_config(config, **overrides)
-    except ConfigError as e:
-        raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
+    return read_hf_config(folder, GPT2Config, **overrides)
 
 
 def open_hf_gpt2(folder: Path, **overrides: Any) -> Checkpoint:

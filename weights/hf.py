@@ -46,10 +46,12 @@ def read_json(path: Path, what: str) -> Any:
         raise CorruptCheckpointError(f"cannot read {what} {path}: {e}") from None
 
 
-def read_hf_config(folder: Path, **overrides: Any) -> ModelArgs:
+def read_hf_config(folder: Path, config_class: Any = ModelArgs, **overrides: Any) -> Any:
+    """folder/config.json as a config_class (ModelArgs, or llama.gpt2.GPT2Config), with
+    errors that name the file."""
     config = read_json(folder / "config.json", "the Hugging Face config")
     try:
-        return ModelArgs.from_hf_config(config, **overrides)
+        return config_class.from_hf_config(config, **overrides)
     except ConfigError as e:
         raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
 

@@ -38,6 +38,7 @@ can be up to ~1.1e-4 apart, which is why tests hold optimize to 2e-4 on the defa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -132,6 +133,22 @@ def use_standard_kernels(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def plain_kernels(model: nn.Module):
+    """For the duration of a `with` block, every product of an optimized model is plain
+    F.linear; afterwards the measured choices are back as they were, with nothing
+    recalibrated or checked again (use_standard_kernels + optimize would start afresh).
+    For comparing the two on the same loaded model, as llama-bench's ours_plain row does."""
+    saved = [(m, m._plan) for m in model.modules() if type(m) is FastLinear]
+    for m, _ in saved:
+        m._plan = None  # FastLinear.forward: no plan -> F.linear
+    try:
+        yield model
+    finally:
+        for m, plan in saved:
+            m._plan = plan
+
+
 def kernel_report(model: nn.Module) -> list[dict]:
     """What calibration chose for each group of layers so far: shape, key, kernel, timings."""
     out, seen = [], set()
@@ -150,6 +167,7 @@ __all__ = [
     "set_threads",
     "use_fast_kernels",
     "use_standard_kernels",
+    "plain_kernels",
     "kernel_report",
     "forget_choices",
     "cpu_model",
