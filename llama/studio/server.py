@@ -71,6 +71,9 @@ class StudioHandler(BaseHTTPRequestHandler):
     server_version = "llama-studio/1"
     protocol_version = "HTTP/1.0"  # one request per connection: simple, and streams end by closing
     timeout = 60  # seconds a silent client may hold a connection (a stalled read or write)
+    # TCP_NODELAY: each streamed token is a small write; with Nagle's algorithm on, it waits
+    # for the client's (delayed, ~40 ms) ACK of the previous one, which halved the stream.
+    disable_nagle_algorithm = True
 
     # -- plumbing ------------------------------------------------------------------------
     @property
