@@ -28,6 +28,8 @@ its steps; `Generation.stop()` (or a `stop` event) ends it from another thread.
 
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 from dataclasses import dataclass
@@ -423,8 +425,11 @@ class Session(Experiments):
     def lens(self, k: int = 3) -> LensReport:
         """Logit lens at the last position: each layer's best k guesses for the next token.
 
-        Only the last token runs again (the cache is rewound by one), with a capture.
+        Only the last token runs again (the cache is rewound by one), with a capture;
+        where the cache no longer holds this text (an experiment or another session ran
+        the model) the whole text runs, and the capture's last position is the one read.
         """
+        from .analysis.capture import stage_names
         from .hooks import capture
 
         self.require_text()
@@ -435,9 +440,15 @@ class Session(Experiments):
             with capture(self.model, [first, "layers.*.resid_post"]) as cache:
                 self.ctx.logits_for(self._ids)
             lens = logit_lens(self.model, cache, k=k)
+        last_only = slice(-1, None)  # (stages, T', ...) -> (stages, 1, ...): T' is 1 or T
+        lens = dataclasses.replace(
+            lens, top_ids=lens.top_ids[:, last_only], top_probs=lens.top_probs[:, last_only],
+            final_ids=lens.final_ids[last_only], final_token_probs=lens.final_token_probs[:, last_only],
+            ranked_ids=lens.ranked_ids[:, last_only], ranked_probs=lens.ranked_probs[:, last_only])
+        hooks = stage_names(self.model.args.n_layers, first)
         stages = []
         for s, ids, probs in zip(lens.stages, lens.ranked_ids[:, 0], lens.ranked_probs[:, 0]):
-            hook = first if s == 0 else f"layers.{s - 1}.resid_post"
+            hook = hooks[s]
             label = "embeddings" if s == 0 else f"layers.{s - 1}"
             pieces = self.tokenizer.pieces([int(i) for i in ids])
             rows = tuple(Row(r + 1, int(i), pc, float(p), float("nan"), None)

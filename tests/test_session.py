@@ -178,6 +178,21 @@ def test_lens_and_views_come_from_the_session(model, tok):
     assert_matches_full(s, model)
 
 
+def test_lens_reads_the_last_position_when_the_cache_was_lost(model, tok):
+    """After another Session ran the model (or an experiment reset the cache), the lens
+    reruns the whole text: it must still decode the last position, not the first."""
+    s = Session(model, tok)
+    s.set_text(PROMPT)
+    other = Session(model, tok)
+    other.set_text("a different text entirely")  # the model's cache is now the other's
+    report = s.lens(k=3)
+    last = report.stages[-1].candidates
+    assert [r.id for r in last] == [r.id for r in s.table.rows[:3]]
+    assert [r.prob for r in last] == pytest.approx([r.prob for r in s.table.rows[:3]], abs=1e-5)
+    assert report.lens.ranked_ids.shape == (model.args.n_layers + 1, 1, 3)
+    assert [st.hook for st in report.stages] == ["tok_embeddings", "layers.0.resid_post", "layers.1.resid_post"]
+
+
 # ----------------------------------------------------------------------------------
 # Several Sessions on one model
 # ----------------------------------------------------------------------------------
