@@ -400,6 +400,9 @@ def test_bad_parameters_get_400_and_a_message(api, path, body, status, message):
 def test_malformed_requests(api):
     status, data = api.request("POST", "/api/text", raw=b"{not json")
     assert status == 400 and "not valid JSON" in data["error"]
+    # NaN and Infinity are Python's JSON extensions, not JSON: refused, not a 500 later on.
+    status, data = api.request("POST", "/api/export", raw=b'{"client": "t", "payload": {"kind": "x", "v": NaN}}')
+    assert status == 400 and "NaN is not a JSON number" in data["error"]
     status, data = api.request("POST", "/api/text", raw=b"[1, 2]")
     assert status == 400 and "must be a JSON object" in data["error"]
     status, data = api.request("POST", "/api/text", body={"text": "x"})

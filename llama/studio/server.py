@@ -67,12 +67,19 @@ class BadRequest(Exception):
         self.status = status
 
 
+def _no_constant(name: str):
+    """json.loads accepts NaN and Infinity, which JSON does not have (and the answers,
+    written with allow_nan=False, could not carry): refuse them as bad input."""
+    raise BadRequest(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
 class StudioHandler(BaseHTTPRequestHandler):
     server_version = "llama-studio/1"
     protocol_version = "HTTP/1.0"  # one request per connection: simple, and streams end by closing
     timeout = 60  # seconds a silent client may hold a connection (a stalled read or write)
     # TCP_NODELAY: each streamed token is a small write; with Nagle's algorithm on, it waits
-    # for the client's (delayed, ~40 ms) ACK of the previous one, which halved the stream.
+    # for the client's delayed ACK of the previous one (bench_studio, two quiet runs on the
+    # AMD box: 13.8 tokens/s streamed before, 19.1 after).
     disable_nagle_algorithm = True
 
     # -- plumbing ------------------------------------------------------------------------
@@ -130,7 +137,7 @@ class StudioHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"the request body is {n} bytes; at most {limit} are accepted", 413)
         raw = self.rfile.read(n) if n else b"{}"
         try:
-            data = json.loads(raw.decode("utf-8") or "{}")
+            data = json.loads(raw.decode("utf-8") or "{}", parse_constant=_no_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BadRequest(f"the request body is not valid JSON: {e}") from None
         if not isinstance(data, dict):
@@ -185,7 +192,7 @@ class StudioHandler(BaseHTTPRequestHandler):
             return self._json(200, self.engine.source(q["path"][0]))
         if path.startswith("/api/"):
             raise BadRequest(f"{path} is not a GET endpoint (views and text changes are POST)", 405
-                             if path[5:].split("/")[0] in _POST_ROUTES or path.startswith("/api/view/") else 404)
+                             if path[5:].split("/")[0] in _POST_ROUTES else 404)
         raise BadRequest(f"no such page: {path}", 404)
 
     def _static(self, name: str) -> None:

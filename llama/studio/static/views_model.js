@@ -12,14 +12,16 @@
     const cfg = h("table", {class: "ls-table"}, h("tr", null, h("th", {colspan: 2}, "configuration")));
     p.config.forEach(([k, v]) => cfg.append(h("tr", null, h("td", null, k), h("td", {class: "ls-mono"}, v))));
     const total = p.total_params;
-    const W = 380, rows = Object.entries(p.params);
+    const W = 440, rows = Object.entries(p.params);
     const svg = svgRoot(W, 30 + rows.length * 22, "ls-summary");
     svg.append(s("text", {x: 4, y: 14, "font-weight": "bold"}, `parameters: ${fmtInt(total)} (${(total / 1e6).toFixed(2)} M)`));
     rows.forEach(([k, v], i) => {
       const y = 24 + i * 22;
       svg.append(s("text", {x: 4, y: y + 13}, k));
       svg.append(s("rect", {x: 100, y: y + 3, width: Math.max(v ? 1 : 0, 170 * v / total), height: 14, fill: "#3182bd"}));
-      svg.append(s("text", {x: 276, y: y + 13, "font-size": 10}, `${fmtInt(v)}  ${(100 * v / total).toFixed(1)}%`));
+      // A tied output matrix is the embedding matrix, counted once under "embedding".
+      const note = k === "output" && !v && /^tied/.test(p.tied || "") ? "  (tied: in embedding)" : "";
+      svg.append(s("text", {x: 276, y: y + 13, "font-size": 10}, `${fmtInt(v)}  ${(100 * v / total).toFixed(1)}%${note}`));
     });
     const mem = h("table", {class: "ls-table"}, h("tr", null, h("th", {colspan: 3}, "memory")));
     mem.append(h("tr", null, h("td", null, "loaded as"), h("td", {colspan: 2}, p.loaded || "")));
@@ -38,7 +40,7 @@
     const svg = svgRoot(W, Ht, "ls-arch");
     svg.append(s("text", {x: 8, y: 14, "font-weight": "bold"}, `${p.family} (${p.norm}, ${p.mlp} MLP, ${p.positions === "rope" ? "RoPE" : "learned positions"}): ${d.L} layers, D=${d.D}, F=${d.F}, V=${fmtInt(d.V)}`));
     svg.append(s("text", {x: 8, y: 27, "font-size": 10.5, fill: "#334"}, `H=${d.H} query heads of Hd=${d.Hd}, KV=${d.KV} key/value heads ` +
-      (d.n_rep > 1 ? `(grouped-query attention: ${d.n_rep} query heads share each)` : "(one per query head)")));
+      (d.n_rep > 1 ? `(grouped-query: ${d.n_rep} query heads share each)` : "(one per query head)")));
     let firstBlock = -1, lastBlock = -1;
     boxes.forEach((b, i) => { if (b.in_block) { if (firstBlock < 0) firstBlock = i; lastBlock = i; } });
     const root = fig.closest(".ls-root") || fig;
