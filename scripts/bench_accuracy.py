@@ -94,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from llama.speed import calibrate, kernels, optimize, set_threads, use_standard_kernels
     from tokenizer import load_tokenizer
+    from llama.family import family_of
     from weights import default_model_path, load_model
 
     threads = set_threads(args.threads)
     path = args.model or str(default_model_path())
     model = load_model(path, dtype="float32")
+    if family_of(model).name != "llama":
+        parser.error(f"{path} is a {family_of(model).name} model: the float64 reference here "
+                     "(RMSNorm, RoPE) covers Llama-family models only")
     tok = load_tokenizer(path)
     batches = [torch.tensor([tok.encode(p, bos=False, allow_special=True)]) for p in _prompts()]
     reference = copy.deepcopy(model).double()

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,22 +38,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from llama.interp import auto_batch_size, logit_diff_metric, patch_sweep  # noqa: E402
+from llama.speed.calibrate import cpu_model  # noqa: E402 - the CPU name llama-bench records
 
 CLEAN = "Mary and John went to the shop, John gave it to"
 CORRUPT = "Mary and John went to the shop, Mary gave it to"
 ANSWER, WRONG = " Mary", " John"
-
-
-def cpu_model() -> str:
-    """The CPU's name as lscpu reports it (platform.processor() is often empty on Linux)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn):

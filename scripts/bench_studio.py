@@ -23,26 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 PROMPT = "The capital of France is"
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def summary(ms: list[float]) -> str:
@@ -154,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from llama.speed import optimize
+    from llama.speed.calibrate import cpu_model
     from llama.studio.engine import Engine
     from llama.studio.server import StudioServer
     from tokenizer import load_tokenizer

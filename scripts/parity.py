@@ -51,6 +51,7 @@ from llama.parity import (
     run_ours,
     run_reference,
 )
+from llama.model import without_stored_rope_table
 from llama.parity.reference import tied
 
 GiB = 2**30
@@ -71,8 +72,7 @@ def estimate_memory(ckpt: Any, kind: str, dtype: torch.dtype, available: int | N
     """Bytes each way of running needs, what is available, and the way to run: "together"
     (both models in memory), "one after the other" (ours, freed, then transformers'),
     "layer by layer" (one decoder layer of each side at a time), or "too big"."""
-    shapes = dict(ckpt.shapes)
-    shapes.pop("rope.freqs", None)
+    shapes = without_stored_rope_table(ckpt.shapes)
     if ckpt.args.tie_embeddings:
         shapes.pop("output.weight", None)
     n_params = sum(math.prod(s) for s in shapes.values())

@@ -360,3 +360,11 @@ def test_convert_refuses_gpt2(small, tmp_path):
 
     with pytest.raises(CheckpointError, match="gpt2 checkpoint; llama-convert writes Llama-family layouts only"):
         convert(write_hf(small, tmp_path / "src"), tmp_path / "out", to="meta")
+
+
+def test_weights_as_stored_say_they_are_for_llama_models(small, tmp_path):
+    from weights.stored import load_stored
+
+    path = write_gguf_gpt2(small, tmp_path / "tiny-gpt2.gguf")
+    with pytest.raises(CheckpointError, match="gpt2 checkpoint; load_stored keeps Llama-family"):
+        load_stored(path)

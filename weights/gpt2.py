@@ -51,6 +51,7 @@ from typing import Any, Callable
 import torch
 
 from llama.config import ConfigError
+from llama.dtypes import SUPPORTED_DTYPES
 from llama.gpt2 import GPT2Config
 
 from .checkpoint import Checkpoint
@@ -208,14 +209,14 @@ def open_hf_gpt2(folder: Path, **overrides: Any) -> Checkpoint:
     for name, hf in ours.items():
         elements[files[hf].dtypes[hf]] += int(torch.Size(shapes[name]).numel())
     native = elements.most_common(1)[0][0] if elements else torch.float32
-    if native not in (torch.float32, torch.bfloat16, torch.float16):
+    if native not in SUPPORTED_DTYPES:
         native = torch.float32
 
     def read(name: str, dtype: torch.dtype) -> torch.Tensor:
         hf = ours[name]
         file = files[hf]
-        if not is_conv1d_weight(name):
-            return file.view(hf).to(dtype)  # the mapped bytes themselves when the dtype fits
+        # A Conv1D weight turns (in, out) -> (out, in); anything else is the mapped bytes
+        # themselves when the dtype fits.
         return conv1d_to_linear(name, file.view(hf)).to(dtype)
 
     return Checkpoint(

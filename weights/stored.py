@@ -109,6 +109,11 @@ def load_stored(
             "use weights.load_model(path, device=...) for other devices."
         )
     ckpt = open_checkpoint(path, **overrides)
+    if ckpt.family != "llama":
+        raise CheckpointError(
+            f"{path} is a {ckpt.family} checkpoint; load_stored keeps Llama-family weights as "
+            "stored only: load this one with weights.load_model."
+        )
     if ckpt.format != "gguf":
         # Nothing to keep as stored: load (memory-mapped where the file allows), then
         # quantize layer by layer, so at most one layer exists twice.
