@@ -465,6 +465,11 @@ def test_head_scores_are_averages_of_the_attention(engine):
         prev = torch.stack([probs[:, t, t - 1] for t in range(1, T)], -1).mean(-1)
         assert np.allclose(maps["previous-token"]["scores"][layer], prev.numpy(), atol=1e-4)
         assert np.allclose(maps["first-token"]["scores"][layer], probs[:, 1:, 0].mean(-1).numpy(), atol=1e-4)
+    # Induction on the same random tokens as llama-plot heads draws for this text.
+    from llama.interp.views import induction_for
+
+    expected = induction_for(engine.model, ids_of(TEXT), engine.tokenizer, 8).scores.numpy()
+    assert np.allclose(maps["induction"]["scores"], expected, atol=1e-4)
 
 
 # -- the model's views ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from ..analysis.registry import PROMPT, RESIDUAL_INPUT, Option, View, ViewKind, 
 from ..generate import ranked
 from .ablation import MODES, head_ablation_sweep
 from .attribution import attribution
-from .common import InterpError, Prompt, answer_id, as_prompt, check_position, dims, token_label
+from .common import HeadMap, InterpError, Prompt, answer_id, as_prompt, check_position, dims, token_label
 from .head_scores import attention_head_scores, induction_scores
 from .metrics import logit_diff_metric, logprob_metric
 from .patching import KV_PARTS, SITES, patching
@@ -121,6 +121,23 @@ def _starts_with_bos(ids: Sequence[int], tokenizer: Any) -> bool:
 # ----------------------------------------------------------------------------------
 
 
+def encode_like(tokenizer: Any, text: str, ids: Sequence[int]) -> list[int]:
+    """Another prompt encoded the way `ids` were: with BOS if they start with it."""
+    return list(tokenizer.encode(text, bos=_starts_with_bos(ids, tokenizer)))
+
+
+def induction_for(model: torch.nn.Module, ids: Sequence[int], tokenizer: Any,
+                  length: int | None = None) -> HeadMap:
+    """Induction scores as the heads view measures them for a text: random tokens from the
+    ordinary part of the vocabulary, after the text's BOS if it has one, fitting the context."""
+    args = model.args
+    prefix = list(ids[:1]) if _starts_with_bos(ids, tokenizer) else []
+    room = (args.max_seq_len - len(prefix)) // 2  # prefix + R + R must fit the context
+    length = length if length is not None else min(20, room)
+    low, high = ordinary_token_range(args.vocab_size, tokenizer)
+    return induction_scores(model, length=length, batch=4, seed=0, prefix=prefix, low=low, high=high)
+
+
 def _other_prompt(src: ViewSource, text: str, what: str) -> list[int]:
     """Another prompt of the experiment, encoded as the view's own (with BOS if it has it)."""
     if src.tokenizer is None:
@@ -128,7 +145,7 @@ def _other_prompt(src: ViewSource, text: str, what: str) -> list[int]:
                           "the model's tokenizer (llama-plot --tokenizer PATH)")
     if not text:
         raise InterpError(f"the {what} is empty: give some text")
-    return src.tokenizer.encode(text, bos=_starts_with_bos(src.ids, src.tokenizer))
+    return encode_like(src.tokenizer, text, src.ids)
 
 
 def _patching(k: ViewKind, src: ViewSource, o: dict) -> View:
@@ -166,12 +183,7 @@ def _heads(k: ViewKind, src: ViewSource, o: dict) -> View:
         scores = attention_head_scores(model, src.ids, tokenizer=tok)
         maps += [scores[name] for name in ("previous-token", "first-token") if o["score"] in ("all", name)]
     if o["score"] in ("all", "induction"):
-        prefix = src.ids[:1] if _starts_with_bos(src.ids, tok) else []
-        room = (src.args.max_seq_len - len(prefix)) // 2  # prefix + R + R must fit the context
-        length = o["length"] if o["length"] is not None else min(20, room)
-        low, high = ordinary_token_range(src.args.vocab_size, tok)
-        maps.append(induction_scores(model, length=length, batch=4, seed=0, prefix=prefix,
-                                     low=low, high=high))
+        maps.append(induction_for(model, src.ids, tok, o["length"]))
     hooks = [f"layers.{i}.attention.probs" for i in range(src.args.n_layers)]
     return k.view(src, maps, o, hooks)
 
@@ -261,4 +273,5 @@ KINDS = (
 for _kind in KINDS:
     register_view_kind(_kind)
 
-__all__ = ["KINDS", "HEAD_SCORES", "token_option", "top_token", "choose_answers", "ordinary_token_range"]
+__all__ = ["KINDS", "HEAD_SCORES", "token_option", "top_token", "choose_answers", "ordinary_token_range",
+           "encode_like", "induction_for"]

@@ -25,7 +25,6 @@ from llama.interp import (
     attention_head_scores,
     attribution,
     head_ablation_sweep,
-    induction_scores,
     logit_diff_metric,
     logprob_metric,
     patched_logits,
@@ -34,8 +33,8 @@ from llama.interp import (
     steer,
     steering_vector,
 )
-
 from llama.checks import check_index
+from llama.interp.views import encode_like, induction_for
 
 from ._clients import candidate_rows, non_finite_report
 from ._json import Vocab, finite_or_none, rounded
@@ -55,7 +54,7 @@ def _text_logits(job: Job, position: int = -1) -> torch.Tensor:
 
 
 def _encode(job: Job, text: str, what: str) -> list[int]:
-    ids = list(job.tok.encode(text))
+    ids = encode_like(job.tok, text, job.src.ids)  # with BOS where the text has it
     if not ids:
         raise EngineError(f"the {what} {text!r} encodes to no tokens")
     return ids
@@ -296,9 +295,7 @@ def head_scores(job: Job) -> dict:
     out = [{"name": name, "description": m.description, **_map_payload(m.scores),
             "top": [list(t) for t in m.top(5)]} for name, m in maps.items()]
     if o["induction"]:
-        V = a.vocab_size
-        # Random tokens from the middle of the vocabulary: special tokens sit at its ends.
-        m = induction_scores(job.model, length=o["length"], batch=4, low=V // 8, high=V - V // 8)
+        m = induction_for(job.model, job.src.ids, job.tok, o["length"])  # as llama-plot heads
         out.append({"name": m.kind, "description": m.description, **_map_payload(m.scores),
                     "top": [list(t) for t in m.top(5)]})
     return {"kind": "head_scores", "maps": out, "n_layers": a.n_layers, "n_heads": a.n_heads,
