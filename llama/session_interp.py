@@ -224,6 +224,9 @@ class Experiments:
         m, tok, st = self.model, self.tokenizer, self.settings
         if isinstance(generate, bool) or not isinstance(generate, int) or generate < 0:
             raise InterpError(f"the number of tokens to generate must be >= 0, got {generate!r}")
+        if generate and len(self._ids) >= self.max_len:  # as Session.generate says it
+            raise InterpError(f"the context is full ({self.max_len} tokens): remove tokens to make "
+                              "room for the steered continuation")
         with self.ctx.lock:
             v = steering_vector(m, self._plain_ids(plus, "first steering prompt"),
                                 self._plain_ids(minus, "second steering prompt"), layer, how=how,

@@ -264,3 +264,12 @@ def test_experiments_before_any_text(session):
     for cmd in (":ablate 0 0", f':patch "{CORRUPT}"', ":dla", ":steer a b 0"):
         session.handle(cmd)
         assert "there is no text yet" in session.take(), cmd
+
+
+def test_steering_on_a_full_context_says_so(model, tok):
+    s = Engine(model, tok)
+    s.set_ids([tok.encode(" the")[0]] * model.args.max_seq_len)
+    with pytest.raises(ValueError, match=r"the context is full \(\d+ tokens\)"):
+        s.steer(" happy", " sad", layer=0, scale=2.0, generate=4)
+    report = s.steer(" happy", " sad", layer=0, scale=2.0)  # the table alone still works
+    assert report.generation is None and report.after.rows
