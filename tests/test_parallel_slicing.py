@@ -106,12 +106,18 @@ def test_memory_check_counts_this_ranks_share(folders, monkeypatch):
     with weights_on_meta():
         model = Transformer(source.checkpoint.args)
     plan = shard_plan(source.checkpoint.args, source.embedding_dim)
-    monkeypatch.setenv("LLAMA_AVAILABLE_MEMORY", "64MiB")  # < the 64 MiB margin + share
+    a = source.checkpoint.args
+    full = 4 * sum(t.numel() for t in model.state_dict().values())  # the whole model, float32
+    fixed = 64 * 2**20 + a.max_seq_len * a.head_dim // 2 * 8  # the margin and the RoPE table
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    # Two ranks on this machine, each needing fixed + its share (about half the model):
+    # room for 2 * fixed + half the model is too little (a share counted as nothing would pass),
+    monkeypatch.setenv("LLAMA_AVAILABLE_MEMORY", str(2 * fixed + full // 2))
     with pytest.raises(InsufficientMemoryError, match=r"rank 0: its share of the model needs about 0\.06 GiB in "
                                                       r"float32 on cpu, times 2 ranks on this machine"):
         wp._check_rank_memory(model, plan, torch.float32, ctx(0, 2))
-    monkeypatch.setenv("LLAMA_AVAILABLE_MEMORY", "1GiB")
+    # and room for 2 * fixed + 1.5 models is enough (counting the whole model per rank is not).
+    monkeypatch.setenv("LLAMA_AVAILABLE_MEMORY", str(2 * fixed + 3 * full // 2))
     wp._check_rank_memory(model, plan, torch.float32, ctx(0, 2))
 
 
