@@ -132,6 +132,16 @@ def test_layer_by_layer_gives_the_same_verdict(tmp_path, kind, fmt):
     assert any("not the file reading" in n for n in layers.notes) == (not fmt.startswith("hf"))
 
 
+def test_layer_by_layer_reads_a_single_safetensors_file_of_another_name(tmp_path):
+    """The loader takes a folder's one .safetensors file whatever its name; so must the
+    layer-by-layer reader of transformers' side (it looked for model.safetensors only)."""
+    path = write_tiny("llama32", "hf", tmp_path / "m")
+    (path / "model.safetensors").rename(path / "weights.safetensors")
+    layers = check(path, PROMPTS[:1], mode="layer by layer")
+    assert layers.mode == "layer by layer" and layers.ok, layers.table()
+    assert layers.prompts[0].logits_max_diff <= 1e-4
+
+
 # ---------------------------------------------------------------------------------------
 # Planted faults: the report must name the layer and hook point where they were planted
 # ---------------------------------------------------------------------------------------

@@ -57,9 +57,11 @@ class _HFTensors:
         self.bin: dict[str, torch.Tensor] | None = None
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
-        elif (folder / "model.safetensors").is_file():
-            with safe_open(str(folder / "model.safetensors"), "pt") as f:
-                weight_map = {k: "model.safetensors" for k in f.keys()}
+        elif singles := sorted(folder.glob("*.safetensors")):
+            # model.safetensors, or the one file the loader accepts under another name
+            single = folder / "model.safetensors" if (folder / "model.safetensors").is_file() else singles[0]
+            with safe_open(str(single), "pt") as f:
+                weight_map = {k: single.name for k in f.keys()}
         else:
             self.bin = torch.load(folder / "pytorch_model.bin", map_location="cpu", mmap=True, weights_only=True)
             weight_map = {k: "pytorch_model.bin" for k in self.bin}
