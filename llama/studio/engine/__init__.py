@@ -244,11 +244,6 @@ class Engine:
             payload.setdefault("tokens", token_list(self.tokenizer, ids))
         return payload
 
-    def view_text(self, text: str, kind: str, options: dict | None = None, client: str = "notebook") -> dict:
-        """For notebooks and scripts: set a text and return one view of it."""
-        self.set_text(client, text)
-        return self.view(client, kind, options)
-
     def source(self, path: str) -> dict:
         try:
             return source_file(self.model, path)

@@ -151,10 +151,10 @@ def _stage_spec(stages: list[int] | None, L: int) -> str | None:
 def residual(job: Job) -> dict:
     L, T = job.args.n_layers, len(job.src.ids)
     skip = job.opts["skip_first"]
+    spec = _stage_spec(job.opts["stages"], L)  # bad stages said before anything runs
     act = job.compute("activations")  # captures the residual stream and the MLP activations
     stage_hooks = act.hooks[: L + 1]
     finite = all(torch.isfinite(job.src.cache[n]).all() for n in stage_hooks)
-    spec = _stage_spec(job.opts["stages"], L)
     warnings, grid, traj, positions, stages = [], None, None, list(range(T)), None
     if not finite:
         warnings.append("the residual stream has non-finite values: no PCA is drawn")
